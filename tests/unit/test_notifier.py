@@ -1,0 +1,307 @@
+"""The producers' Notifier on a real (private) Redis: what it writes, what it refuses, and who can read it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import celery
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from producers import BrokerUnavailable, InvalidNotification, Notifier, UnknownJob, keys
+from producers.models import Endpoint
+from tests.unit.notification_examples import (
+    INVALID,
+    TENANT,
+    USER,
+    Invalid,
+    bulk_body,
+    chat_body,
+    team_body,
+    user_body,
+    user_ids,
+)
+from worker.jobs import JobStore
+from worker.sandbox import free_port
+
+
+def notify(notifier: Notifier, endpoint: Endpoint, target: str | None, body: Any, **options: Any) -> str:
+    """The notify_* call of the endpoint."""
+    if endpoint is Endpoint.RECIPIENTS:
+        return notifier.notify_recipients(body, **options)
+    method = getattr(notifier, f"notify_{endpoint.value}")
+    return str(method(target, body, **options))
+
+
+def queued_messages(store: redis.Redis) -> list[dict[str, Any]]:
+    """The Celery messages on the fleet's queue, oldest first."""
+    return [json.loads(raw) for raw in reversed(store.lrange(keys.QUEUE, 0, -1))]
+
+
+def decoded_body(message: dict[str, Any]) -> list[Any]:
+    """A kombu envelope's body: `[args, kwargs, embed]`."""
+    assert message["properties"]["body_encoding"] == "base64"
+    assert message["content-type"] == "application/json"
+    return list(json.loads(base64.b64decode(message["body"])))
+
+
+def closed_port_url(password: str | None = None) -> str:
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}127.0.0.1:{free_port()}/0"
+
+
+def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_one_dispatch_message(
+    notifier: Notifier, store: redis.Redis
+) -> None:
+    job_id = notifier.notify_recipients(bulk_body(5_000))
+
+    chunks = store.hgetall(keys.job_chunks(job_id))
+    assert sorted(chunks, key=int) == [str(i) for i in range(50)]
+    recipients = [r for i in range(50) for r in json.loads(chunks[str(i)])]
+    assert all(len(json.loads(chunk)) <= 100 for chunk in chunks.values())
+    assert [r["userId"] for r in recipients] == user_ids(5_000)
+
+    (message,) = queued_messages(store)
+    assert message["headers"]["task"] == "teams_notify.dispatch"
+    args, kwargs, embed = decoded_body(message)
+    assert (args, kwargs) == ([job_id], {})
+    assert set(embed) >= {"callbacks", "errbacks", "chain", "chord"}
+    assert message["properties"]["delivery_info"]["routing_key"] == "teams-notify"
+
+
+def test_a_bulk_jobs_record_holds_the_body_without_its_recipients(notifier: Notifier, store: redis.Redis) -> None:
+    body = bulk_body(250)
+    job_id = notifier.notify_recipients(body, tenant_id=TENANT)
+
+    job = JobStore(store).load(job_id)
+    assert job is not None
+    del body["recipients"]
+    assert job.body == body
+    assert (job.bulk, job.requests_total, job.tenant_id) == (True, 3, TENANT)
+    assert job.path == "/teamwork/sendActivityNotificationToRecipients"
+
+
+def test_a_new_bulk_jobs_status_is_queued_with_its_counts(notifier: Notifier) -> None:
+    job_id = notifier.notify_recipients(bulk_body(5_000))
+
+    assert notifier.status(job_id) == {
+        "job_id": job_id,
+        "state": "queued",
+        "requests": {"total": 50, "sent": 0, "dead_lettered": 0, "pending": 50},
+        "recipients": {"total": 5000, "sent": 0, "dead_lettered": 0, "pending": 5000},
+    }
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "target", "body"),
+    [
+        (Endpoint.USER, USER, user_body()),
+        (Endpoint.CHAT, "19:d65713bc498c4a428c71ef9353e6ce20@thread.v2", chat_body()),
+        (Endpoint.TEAM, "e8bece96-d393-4b9b-b8da-69cedef1a7e7", team_body()),
+    ],
+)
+def test_a_single_sends_status_counts_one_request_and_no_recipients(
+    notifier: Notifier, store: redis.Redis, endpoint: Endpoint, target: str, body: dict[str, Any]
+) -> None:
+    job_id = notify(notifier, endpoint, target, body)
+
+    status = notifier.status(job_id)
+    assert status == {
+        "job_id": job_id,
+        "state": "queued",
+        "requests": {"total": 1, "sent": 0, "dead_lettered": 0, "pending": 1},
+        "recipients": None,
+    }
+    assert json.loads(json.dumps(status)) == status
+    job = JobStore(store).load(job_id)
+    assert job is not None
+    assert (job.body, job.path) == (body, endpoint.path(target))
+
+
+def test_duplicate_recipients_are_counted_once(notifier: Notifier) -> None:
+    body = bulk_body(150)
+    body["recipients"] += [dict(r, userId=r["userId"].upper()) for r in body["recipients"][:60]]
+
+    status = notifier.status(notifier.notify_recipients(body))
+
+    assert status["recipients"]["total"] == 150
+    assert status["requests"]["total"] == 2
+
+
+def test_the_same_idempotency_key_twice_enqueues_one_job(notifier: Notifier, store: redis.Redis) -> None:
+    first = notifier.notify_recipients(bulk_body(120), idempotency_key="approvals-2026-11-24")
+    second = notifier.notify_recipients(bulk_body(7), idempotency_key="approvals-2026-11-24")
+
+    assert second == first
+    assert store.llen(keys.QUEUE) == 1
+    assert store.zcard(keys.jobs_index()) == 1
+    assert notifier.status(first)["recipients"]["total"] == 120
+
+
+def test_different_idempotency_keys_enqueue_different_jobs(notifier: Notifier, store: redis.Redis) -> None:
+    first = notifier.notify_user(USER, user_body(), idempotency_key="a")
+    second = notifier.notify_user(USER, user_body(), idempotency_key="b")
+
+    assert first != second
+    assert store.llen(keys.QUEUE) == 2
+
+
+def test_the_same_idempotency_key_from_many_threads_enqueues_one_job(redis_url: str, store: redis.Redis) -> None:
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def enqueue() -> None:
+        notifier = Notifier(redis_url)
+        job_id = notifier.notify_user(USER, user_body(), idempotency_key="race")
+        notifier.close()
+        with lock:
+            ids.append(job_id)
+
+    threads = [threading.Thread(target=enqueue) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(set(ids)) == 1
+    assert store.llen(keys.QUEUE) == 1
+
+
+@pytest.mark.parametrize("case", INVALID, ids=str)
+def test_an_invalid_body_enqueues_nothing(notifier: Notifier, store: redis.Redis, case: Invalid) -> None:
+    notifier.notify_user(USER, user_body())
+    before = (store.dbsize(), store.llen(keys.QUEUE))
+
+    with pytest.raises(InvalidNotification):
+        notify(notifier, case.endpoint, case.target, case.fresh_body(), idempotency_key="key")
+
+    assert (store.dbsize(), store.llen(keys.QUEUE)) == before
+    assert store.get(keys.idempotency("key")) is None
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"tenant_id": "not a tenant"}, "tenant_id"),
+        ({"tenant_id": "common"}, "tenant_id"),
+        ({"tenant_id": 42}, "tenant_id"),
+        ({"idempotency_key": ""}, "idempotency_key"),
+        ({"idempotency_key": "k" * 257}, "idempotency_key"),
+        ({"idempotency_key": 42}, "idempotency_key"),
+    ],
+)
+def test_an_invalid_option_enqueues_nothing(
+    notifier: Notifier, store: redis.Redis, options: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidNotification) as caught:
+        notifier.notify_recipients(bulk_body(3), **options)
+
+    assert caught.value.field == field
+    assert store.dbsize() == 0
+
+
+def test_a_tenant_given_by_domain_is_accepted(notifier: Notifier, store: redis.Redis) -> None:
+    job_id = notifier.notify_user(USER, user_body(), tenant_id="contoso.onmicrosoft.com")
+
+    job = JobStore(store).load(job_id)
+    assert job is not None
+    assert job.tenant_id == "contoso.onmicrosoft.com"
+
+
+def test_an_unreachable_redis_is_a_broker_error_and_nothing_is_enqueued() -> None:
+    notifier = Notifier(closed_port_url())
+
+    with pytest.raises(BrokerUnavailable, match="nothing was enqueued"):
+        notifier.notify_recipients(bulk_body(3))
+    with pytest.raises(BrokerUnavailable):
+        notifier.status("4d1f3c0e-0000-4000-8000-000000000000")
+
+
+def test_a_broker_error_never_shows_the_redis_password() -> None:
+    notifier = Notifier(closed_port_url(password="s3cr3t-pass"))
+
+    with pytest.raises(BrokerUnavailable) as caught:
+        notifier.notify_user(USER, user_body())
+
+    assert "s3cr3t-pass" not in str(caught.value)
+    assert "s3cr3t-pass" not in repr(caught.value)
+
+
+def test_a_redis_that_refuses_the_writes_leaves_nothing_half_written(notifier: Notifier, store: redis.Redis) -> None:
+    # With maxmemory at 1 byte Redis refuses every write: EXEC is aborted, so nothing of the job may remain.
+    store.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(BrokerUnavailable):
+            notifier.notify_recipients(bulk_body(250), idempotency_key="half")
+    finally:
+        store.config_set("maxmemory", 0)
+
+    assert store.dbsize() == 0
+    assert notifier.notify_recipients(bulk_body(250), idempotency_key="half")
+    assert store.llen(keys.QUEUE) == 1
+
+
+def test_an_unknown_job_is_a_clear_error(notifier: Notifier) -> None:
+    with pytest.raises(UnknownJob, match="no-such-job") as caught:
+        notifier.status("no-such-job")
+
+    assert isinstance(caught.value, LookupError)
+
+
+@pytest.mark.parametrize("url", ["redis://:secret@host:1/0", "redis://user:secret@host:1/0", "rediss://:secret@h/2"])
+def test_a_notifiers_repr_never_shows_the_redis_password(url: str) -> None:
+    text = repr(Notifier(url))
+
+    assert "secret" not in text
+    assert "host" in text or "h/2" in text
+
+
+def test_the_redis_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEAMS_NOTIFY_REDIS_URL", "redis://envhost:6390/3")
+
+    assert "envhost:6390/3" in repr(Notifier())
+
+
+def test_importing_producers_loads_neither_the_worker_nor_its_dependencies() -> None:
+    code = (
+        "import json, sys\n"
+        "import producers\n"
+        "from producers import Notifier\n"
+        "Notifier('redis://127.0.0.1:1/0')\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+
+    loaded = set(json.loads(result.stdout))
+    assert "producers" in loaded
+    assert loaded.isdisjoint({"worker", "msal", "httpx", "celery", "kombu", "tenacity", "requests"})
+
+
+def test_a_real_celery_worker_consumes_the_hand_written_message(notifier: Notifier, redis_url: str) -> None:
+    app = celery.Celery("consumer-test", broker=redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=keys.QUEUE,
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    received: list[str] = []
+    arrived = threading.Event()
+
+    @app.task(name=keys.DISPATCH_TASK)
+    def dispatch(job_id: str) -> None:
+        received.append(job_id)
+        arrived.set()
+
+    job_id = notifier.notify_recipients(bulk_body(250))
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[keys.QUEUE], shutdown_timeout=15):
+        assert arrived.wait(15), "the worker never ran the dispatch task"
+
+    assert received == [job_id]
+    app.close()

@@ -1,0 +1,5 @@
+"""`python -m worker` is `teams-notify`."""
+
+from worker.cli import main
+
+main()

@@ -1,0 +1,319 @@
+"""`teams-notify`: the fleet's command line (worker, send, status, dead letters, simulator, demo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from producers import keys
+from producers.errors import TeamsNotifyError
+from producers.notifier import Notifier
+from worker import config, observe
+
+app = typer.Typer(
+    name="teams-notify",
+    help="Delivers Microsoft Teams activity-feed notifications through Microsoft Graph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dead_letters_app = typer.Typer(help="Inspect the requests that need a person.", no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+#: Celery worker options teams-notify sets unless the operator gives them: I/O-bound sends share threads.
+WORKER_DEFAULTS = {("-P", "--pool"): "threads", ("-c", "--concurrency"): "8"}
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr and the exit code; never a traceback."""
+    typer.echo(f"teams-notify: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def settings() -> config.Settings:
+    """The settings, or one clear line naming the bad variable and exit code 2."""
+    try:
+        loaded = config.load()
+    except TeamsNotifyError as exc:
+        fail(str(exc), 2)
+    observe.configure(loaded.log_format, loaded.log_level)
+    return loaded
+
+
+def emit_json(document: Any) -> None:
+    """One JSON document on stdout and nothing else."""
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Run a Celery worker of the fleet (extra options go to `celery worker`, e.g. -c 16)."""
+    current = settings()
+    try:
+        current.require_credentials()
+    except TeamsNotifyError as exc:
+        fail(str(exc), 2)
+    argv = ["worker", "-Q", f"{keys.QUEUE},{keys.ADMIN_QUEUE}", *ctx.args]
+    for flags, value in WORKER_DEFAULTS.items():
+        if not any(arg == flag or arg.startswith(flag + "=") for arg in ctx.args for flag in flags):
+            argv += [flags[1], value]
+    from worker.app import app as celery_app  # noqa: PLC0415 - the app reads settings already checked above
+
+    observe.serve_metrics(current.metrics_port)
+    celery_app.worker_main(argv)
+
+
+@app.command()
+def send(
+    body: Annotated[str, typer.Option("--body", help="JSON file with the Graph request body, - for stdin")],
+    user: Annotated[str | None, typer.Option("--user", help="notify this user (id or UPN)")] = None,
+    chat: Annotated[str | None, typer.Option("--chat", help="notify the members of this chat")] = None,
+    team: Annotated[str | None, typer.Option("--team", help="notify in the scope of this team")] = None,
+    recipients: Annotated[bool, typer.Option("--recipients", help="bulk: the body's recipients")] = False,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="tenant id (default TEAMS_NOTIFY_TENANT_ID)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help='print {"job_id": ...}')] = False,
+) -> None:
+    """Enqueue a job from a Graph request body and print its id."""
+    chosen = [name for name, value in (("--user", user), ("--chat", chat), ("--team", team)) if value is not None]
+    if recipients:
+        chosen.append("--recipients")
+    if len(chosen) != 1:
+        fail("give exactly one of --user ID, --chat ID, --team ID, --recipients", 2)
+    try:
+        text = sys.stdin.read() if body == "-" else Path(body).read_text(encoding="utf-8")
+        document = json.loads(text)
+    except OSError as exc:
+        fail(f"cannot read the body: {exc}")
+    except ValueError as exc:
+        fail(f"the body is not JSON: {exc}")
+    current = settings()
+    try:
+        notifier = Notifier(current.redis_url, manifest=current.app_manifest)
+        options = {"tenant_id": tenant}
+        if user is not None:
+            job_id = notifier.notify_user(user, document, **options)
+        elif chat is not None:
+            job_id = notifier.notify_chat(chat, document, **options)
+        elif team is not None:
+            job_id = notifier.notify_team(team, document, **options)
+        else:
+            job_id = notifier.notify_recipients(document, **options)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"job_id": job_id})
+    else:
+        typer.echo(job_id)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str | None, typer.Argument(help="a job id; without it, the fleet")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """A job's status; without an id, the fleet: queue depth, workers, dead letters."""
+    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
+
+    current = settings()
+    try:
+        document = admin.job_status(current, job_id) if job_id else admin.fleet_status(current)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(document)
+    else:
+        admin.print_status(document)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Every dead letter, oldest first."""
+    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
+
+    try:
+        letters = admin.dead_letters(settings())
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(letters)
+    else:
+        admin.print_dead_letters(letters)
+
+
+@dead_letters_app.command("show")
+def dead_letters_show(letter_id: Annotated[str, typer.Argument(help="the dead letter's id")]) -> None:
+    """One dead letter, whole, as JSON."""
+    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
+
+    try:
+        letter = admin.dead_letter(settings(), letter_id)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    emit_json(letter)
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    letter_id: Annotated[str | None, typer.Argument(help="the dead letter's id")] = None,
+    every: Annotated[bool, typer.Option("--all", help="replay every dead letter")] = False,
+    teams_app_id: Annotated[str | None, typer.Option("--teams-app-id", help="add this teamsAppId")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Send dead-lettered requests again (with a teamsAppId added, to settle a 409)."""
+    from worker import admin  # noqa: PLC0415 - only this command needs it
+
+    if (letter_id is None) == (not every):
+        fail("give a dead letter's ID or --all", 2)
+    try:
+        replayed = admin.replay(settings(), letter_id, teams_app_id)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"replayed": replayed})
+    else:
+        typer.echo(f"replayed {len(replayed)} dead letter(s)")
+
+
+@dead_letters_app.command("discard")
+def dead_letters_discard(
+    letter_id: Annotated[str | None, typer.Argument(help="the dead letter's id")] = None,
+    every: Annotated[bool, typer.Option("--all", help="discard every dead letter")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Drop dead letters for good (their requests stay dead-lettered in their jobs)."""
+    from worker import admin  # noqa: PLC0415 - only this command needs it
+
+    if (letter_id is None) == (not every):
+        fail("give a dead letter's ID or --all", 2)
+    try:
+        discarded = admin.discard(settings(), letter_id)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"discarded": discarded})
+    else:
+        typer.echo(f"discarded {len(discarded)} dead letter(s)")
+
+
+@dead_letters_app.command("export")
+def dead_letters_export(file: Annotated[Path, typer.Argument(help="the JSON Lines file to write")]) -> None:
+    """Write every dead letter to a JSON Lines file."""
+    from worker import admin  # noqa: PLC0415 - only this command needs it
+
+    try:
+        count = admin.export(settings(), file)
+    except OSError as exc:
+        fail(f"cannot write {file}: {exc}")
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {count} dead letter(s) to {file}", err=True)
+
+
+@app.command()
+def pause(as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False) -> None:
+    """The fleet stops taking jobs; queued jobs are kept."""
+    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
+
+    try:
+        document = admin.pause(settings())
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    emit_json(document) if as_json else typer.echo("paused: queued jobs wait until `teams-notify resume`")
+
+
+@app.command()
+def resume(as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False) -> None:
+    """The fleet takes jobs again."""
+    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
+
+    try:
+        document = admin.resume(settings())
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    emit_json(document) if as_json else typer.echo("resumed")
+
+
+@app.command()
+def drain(
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait at most")] = 600,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Wait, with progress, until nothing is queued or in flight; non-zero exit on timeout."""
+    from worker import admin  # noqa: PLC0415 - only this command needs it
+
+    def report(left: dict[str, int]) -> None:
+        typer.echo(f"queued {left['queued']}, in flight {left['in_flight']}", err=True)
+
+    try:
+        drained = admin.drain(settings(), timeout, report)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json({"drained": drained, **admin.backlog(settings())})
+    if not drained:
+        fail(f"not drained after {timeout:g}s")
+    if not as_json:
+        typer.echo("drained")
+
+
+@app.command()
+def demo(
+    recipients: Annotated[int, typer.Option("--recipients", help="users in the bulk job")] = 1000,
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait for delivery")] = 180,
+) -> None:
+    """The main job, end to end: a local Redis, the simulator, a worker, a bulk job, a report."""
+    from worker.demo import run_demo  # noqa: PLC0415 - heavy, and only for this command
+
+    try:
+        code = run_demo(recipients=recipients, timeout=timeout)
+    except TeamsNotifyError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+@app.command()
+def bench(
+    recipients: Annotated[int, typer.Option("--recipients", help="users in the bulk job")] = 10_000,
+    workers: Annotated[int, typer.Option("--workers", help="worker processes")] = 2,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="threads per worker")] = 8,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", help="simulated Graph latency")] = 0,
+    rate_limits: Annotated[str, typer.Option("--rate-limits", help="graph, off, or name=value,...")] = "off",
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Measure delivery throughput of a local fleet against the simulator (lost and duplicated too)."""
+    from worker.bench import run_bench  # noqa: PLC0415 - heavy, and only for this command
+
+    if recipients < 1 or workers < 1 or concurrency < 1:
+        fail("--recipients, --workers and --concurrency must be at least 1", 2)
+    try:
+        config.parse_rate_limits(rate_limits)
+        figures = run_bench(recipients, workers, concurrency, latency_ms, rate_limits)
+    except TeamsNotifyError as exc:
+        fail(str(exc), 2)
+    if as_json:
+        emit_json(figures)
+    else:
+        for name, value in figures.items():
+            typer.echo(f"{name:>22}: {value}")
+    if figures["lost"] or figures["duplicated"] or figures["state"] != "completed":
+        raise typer.Exit(1)
+
+
+def _register_simulator() -> None:
+    from worker.simulator.command import simulator_command  # noqa: PLC0415 - kept apart from production paths
+
+    app.command("simulator", help="A local Graph + Entra simulator (HTTPS, its own CA).")(simulator_command)
+
+
+_register_simulator()
+
+
+def main() -> None:
+    """The console script."""
+    app()
