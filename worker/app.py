@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import cached_property
 from typing import Any
 
 import redis
 from celery import Celery
+from celery.apps import worker as celery_worker
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from producers import keys
 from producers.notifier import connect
-from worker import config
+from worker import config, observe
 from worker.auth import TokenProvider
 from worker.delivery import Delivery
 from worker.graph import GraphClient
@@ -25,10 +27,29 @@ log = logging.getLogger(__name__)
 VISIBILITY_TIMEOUT = 3600
 
 
+class FleetWorker(celery_worker.Worker):
+    """Celery's worker, quiet on SIGTERM when logs are JSON (its shutdown line is printed, not logged)."""
+
+    def install_platform_tweaks(self, worker: Any) -> None:
+        super().install_platform_tweaks(worker)
+        if observe.uses_json(self.app.conf.get("teams_notify_log_format", "auto")):
+            log.info("%s: warm shutdown on SIGTERM", worker.hostname)
+            install = celery_worker.install_worker_term_handler  # type: ignore[attr-defined]  # not in the stubs
+            install(worker, verbose=False)
+
+
+class FleetApp(Celery):
+    """The fleet's Celery app: its worker is a FleetWorker."""
+
+    @cached_property
+    def Worker(self) -> Any:  # noqa: N802 - Celery's own name
+        return self.subclass_with_self(FleetWorker)
+
+
 def create_app(settings: config.Settings | None = None) -> Celery:
     """The Celery app over Redis, set for at-least-once delivery: late acks, requeue on a lost worker."""
     settings = settings or config.load()
-    app = Celery("teams_notify", broker=settings.redis_url, include=["worker.tasks"])
+    app = FleetApp("teams_notify", broker=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         task_default_queue=keys.QUEUE,
         task_routes={"teams_notify.admin.*": {"queue": keys.ADMIN_QUEUE}},
@@ -41,6 +62,7 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
         task_serializer="json",
+        teams_notify_log_format=settings.log_format,
         accept_content=["json"],
     )
     return app

@@ -57,7 +57,9 @@ def worker(ctx: typer.Context) -> None:
         current.require_credentials()
     except TeamsNotifyError as exc:
         fail(str(exc), 2)
-    argv = ["worker", "-Q", f"{keys.QUEUE},{keys.ADMIN_QUEUE}", *ctx.args]
+    # With JSON logs every line must be JSON: no banner (the same facts are logged at start).
+    quiet = ["--quiet"] if observe.uses_json(current.log_format) else []
+    argv = [*quiet, "worker", "-Q", f"{keys.QUEUE},{keys.ADMIN_QUEUE}", *ctx.args]
     for flags, value in WORKER_DEFAULTS.items():
         if not any(arg == flag or arg.startswith(flag + "=") for arg in ctx.args for flag in flags):
             argv += [flags[1], value]

@@ -28,6 +28,9 @@ DEMO_CLIENT_ID = "a3111f15-658e-457c-9689-fd20fe907330"
 DEMO_TEAM = "e8bece96-d393-4b9b-b8da-69cedef1a7e7"
 DEMO_CHAT = "19:d65713bc498c4a428c71ef9353e6ce20@thread.v2"
 DEMO_USER = "569363e2-4e49-4661-87f2-16f245c5d66a"
+#: Chat and team sends go to other users: Graph allows only 10 notifications a minute to one user.
+DEMO_CHAT_USER = "ab88234e-0874-477c-9638-d144296ed04f"
+DEMO_TEAM_USER = "01c64f53-69aa-42c7-9b7f-9f75195d6bfc"
 _TOPIC = {
     "source": "text",
     "value": "Deployment Approvals Channel",
@@ -52,12 +55,15 @@ def demo_users(count: int) -> list[str]:
 
 def _enqueue(notifier: Notifier, users: list[str]) -> dict[str, str]:
     recipients = [{"@odata.type": "microsoft.graph.aadUserNotificationRecipient", "userId": u} for u in users]
-    aad_user = {"@odata.type": "microsoft.graph.aadUserNotificationRecipient", "userId": DEMO_USER}
+
+    def aad_user(user_id: str) -> dict[str, str]:
+        return {"@odata.type": "microsoft.graph.aadUserNotificationRecipient", "userId": user_id}
+
     return {
         f"bulk ({len(users)} users)": notifier.notify_recipients(_body(recipients=recipients)),
         "user": notifier.notify_user(DEMO_USER, _body()),
-        "chat": notifier.notify_chat(DEMO_CHAT, _body(recipient=aad_user)),
-        "team": notifier.notify_team(DEMO_TEAM, _body(recipient=aad_user)),
+        "chat": notifier.notify_chat(DEMO_CHAT, _body(recipient=aad_user(DEMO_CHAT_USER))),
+        "team": notifier.notify_team(DEMO_TEAM, _body(recipient=aad_user(DEMO_TEAM_USER))),
     }
 
 

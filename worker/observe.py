@@ -47,11 +47,16 @@ class TextFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
+def uses_json(log_format: str) -> bool:
+    """True for `json`, and for `auto` when stderr is not a terminal."""
+    return log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+
+
 def configure(log_format: str = "auto", level: str = "INFO") -> None:
     """Sets up the root logger on stderr in the chosen format (`auto`: text on a terminal, else JSON)."""
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handler.setFormatter(JsonFormatter() if uses_json(log_format) else TextFormatter())
+    logging.captureWarnings(True)  # Python warnings (Celery's, say) become log lines like any other
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[2]
 def test_the_compose_file_is_valid_against_the_compose_spec() -> None:
     schema = json.loads((ROOT / "tests" / "schemas" / "compose-spec.json").read_text())
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
-    jsonschema.validate(compose, schema)
+    jsonschema.Draft7Validator(schema).validate(compose)
 
 
 def test_the_compose_workers_run_the_fleet_with_the_contracts_settings() -> None:

@@ -135,3 +135,4 @@ def test_no_secret_reaches_the_logs_or_the_cli_output(
     assert "request" in log
     assert worker_env["TEAMS_NOTIFY_CLIENT_SECRET"] not in log + sent.stdout + sent.stderr
     assert "eyJ" not in log  # no JWT-shaped access token
+    assert all(json.loads(line) for line in log.splitlines() if line.strip())  # JSON logs: every line

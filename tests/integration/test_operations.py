@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from celery import Celery
 
 from producers import Notifier
 from tests.integration.conftest import SimulatorControl, wait_until_ended
@@ -157,3 +158,20 @@ def test_a_worker_serves_prometheus_metrics_of_its_graph_calls(
         worker.stop()
     assert 'teams_notify_graph_responses_total{endpoint="bulk",status="202"} 2.0' in metrics
     assert "teams_notify_recipients_sent_total 150.0" in metrics
+
+
+def test_admin_commands_are_celery_tasks_another_backend_can_send_through_the_broker(
+    start_workers: Callable[..., Any], worker_env: dict[str, str], redis_url: str
+) -> None:
+    start_workers(1)
+    broker = Celery(broker=redis_url)
+    broker.send_task("teams_notify.admin.pause", queue="teams-notify.admin")
+    deadline = time.monotonic() + 20
+    while not json.loads(cli("status", "--json", env=worker_env).stdout)["paused"]:
+        assert time.monotonic() < deadline, "the pause task did not run"
+        time.sleep(0.2)
+    broker.send_task("teams_notify.admin.resume", queue="teams-notify.admin")
+    while json.loads(cli("status", "--json", env=worker_env).stdout)["paused"]:
+        assert time.monotonic() < deadline, "the resume task did not run while the fleet was paused"
+        time.sleep(0.2)
+    broker.close()

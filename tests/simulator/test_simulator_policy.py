@@ -98,7 +98,7 @@ def test_a_token_with_less_than_45_minutes_left_gets_412_on_bulk_only(sim: Simul
     assert statuses == {"user": 204, "chat": 204, "team": 204, "bulk": 412}
     message = error_of(graph.bulk(text_topic_body(recipients=[aad_user()])), 412, "PreconditionFailed")
     assert "45 minutes" in message
-    sim.reconfigure(token_lifetime=2701)
+    sim.reconfigure(token_lifetime=2760)
     assert (
         graph.bulk(text_topic_body(recipients=[aad_user()]), Authorization=f"Bearer {fetch_token(client)}").status_code
         == 202
