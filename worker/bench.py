@@ -45,19 +45,15 @@ def run_bench(
     redis_server = sandbox.RedisServer(workdir / "redis").start()
     config = SimulatorConfig(port=0, state_dir=workdir / "simulator", rate_limits=rate_limits, latency_ms=latency_ms)
     sim = Simulator(config).start()
-    env = sandbox.worker_env(
-        redis_url=redis_server.url,
-        graph_url=sim.graph_url,
-        authority_host=sim.authority_host,
+    env = sandbox.simulator_env(
+        sim,
+        redis_server.url,
         tenant_id=DEMO_TENANT,
         client_id=DEMO_CLIENT_ID,
         client_secret="bench-secret",
         rate_limits=rate_limits,
         metrics_port="0",
-        log_format="json",
         log_level="WARNING",
-        SSL_CERT_FILE=str(sim.bundle_path),
-        REQUESTS_CA_BUNDLE=str(sim.bundle_path),
     )
     fleet = [
         sandbox.WorkerProcess(env, f"bench{i}", workdir / f"worker{i}.log", ["-c", str(concurrency)])

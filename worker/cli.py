@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -12,7 +14,7 @@ import typer
 from producers import keys
 from producers.errors import TeamsNotifyError
 from producers.notifier import Notifier
-from worker import config, observe
+from worker import admin, config, observe
 
 app = typer.Typer(
     name="teams-notify",
@@ -42,6 +44,15 @@ def settings() -> config.Settings:
         fail(str(exc), 2)
     observe.configure(loaded.log_format, loaded.log_level)
     return loaded
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Runs an operation; a TeamsNotifyError becomes one line on stderr and exit code 1."""
+    try:
+        yield
+    except TeamsNotifyError as exc:
+        fail(str(exc))
 
 
 def emit_json(document: Any) -> None:
@@ -93,7 +104,7 @@ def send(
     except ValueError as exc:
         fail(f"the body is not JSON: {exc}")
     current = settings()
-    try:
+    with reported():
         notifier = Notifier(current.redis_url, manifest=current.app_manifest)
         options = {"tenant_id": tenant}
         if user is not None:
@@ -104,8 +115,6 @@ def send(
             job_id = notifier.notify_team(team, document, **options)
         else:
             job_id = notifier.notify_recipients(document, **options)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json({"job_id": job_id})
     else:
@@ -118,13 +127,9 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """A job's status; without an id, the fleet: queue depth, workers, dead letters."""
-    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
-
     current = settings()
-    try:
+    with reported():
         document = admin.job_status(current, job_id) if job_id else admin.fleet_status(current)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json(document)
     else:
@@ -136,12 +141,8 @@ def dead_letters_list(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Every dead letter, oldest first."""
-    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
-
-    try:
+    with reported():
         letters = admin.dead_letters(settings())
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json(letters)
     else:
@@ -151,12 +152,8 @@ def dead_letters_list(
 @dead_letters_app.command("show")
 def dead_letters_show(letter_id: Annotated[str, typer.Argument(help="the dead letter's id")]) -> None:
     """One dead letter, whole, as JSON."""
-    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
-
-    try:
+    with reported():
         letter = admin.dead_letter(settings(), letter_id)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     emit_json(letter)
 
 
@@ -168,14 +165,10 @@ def dead_letters_replay(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Send dead-lettered requests again (with a teamsAppId added, to settle a 409)."""
-    from worker import admin  # noqa: PLC0415 - only this command needs it
-
     if (letter_id is None) == (not every):
         fail("give a dead letter's ID or --all", 2)
-    try:
+    with reported():
         replayed = admin.replay(settings(), letter_id, teams_app_id)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json({"replayed": replayed})
     else:
@@ -189,14 +182,10 @@ def dead_letters_discard(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Drop dead letters for good (their requests stay dead-lettered in their jobs)."""
-    from worker import admin  # noqa: PLC0415 - only this command needs it
-
     if (letter_id is None) == (not every):
         fail("give a dead letter's ID or --all", 2)
-    try:
+    with reported():
         discarded = admin.discard(settings(), letter_id)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json({"discarded": discarded})
     else:
@@ -206,8 +195,6 @@ def dead_letters_discard(
 @dead_letters_app.command("export")
 def dead_letters_export(file: Annotated[Path, typer.Argument(help="the JSON Lines file to write")]) -> None:
     """Write every dead letter to a JSON Lines file."""
-    from worker import admin  # noqa: PLC0415 - only this command needs it
-
     try:
         count = admin.export(settings(), file)
     except OSError as exc:
@@ -220,24 +207,16 @@ def dead_letters_export(file: Annotated[Path, typer.Argument(help="the JSON Line
 @app.command()
 def pause(as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False) -> None:
     """The fleet stops taking jobs; queued jobs are kept."""
-    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
-
-    try:
+    with reported():
         document = admin.pause(settings())
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     emit_json(document) if as_json else typer.echo("paused: queued jobs wait until `teams-notify resume`")
 
 
 @app.command()
 def resume(as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False) -> None:
     """The fleet takes jobs again."""
-    from worker import admin  # noqa: PLC0415 - only this command needs the Celery app
-
-    try:
+    with reported():
         document = admin.resume(settings())
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     emit_json(document) if as_json else typer.echo("resumed")
 
 
@@ -247,15 +226,12 @@ def drain(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Wait, with progress, until nothing is queued or in flight; non-zero exit on timeout."""
-    from worker import admin  # noqa: PLC0415 - only this command needs it
 
     def report(left: dict[str, int]) -> None:
         typer.echo(f"queued {left['queued']}, in flight {left['in_flight']}", err=True)
 
-    try:
+    with reported():
         drained = admin.drain(settings(), timeout, report)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     if as_json:
         emit_json({"drained": drained, **admin.backlog(settings())})
     if not drained:
@@ -272,10 +248,8 @@ def demo(
     """The main job, end to end: a local Redis, the simulator, a worker, a bulk job, a report."""
     from worker.demo import run_demo  # noqa: PLC0415 - heavy, and only for this command
 
-    try:
+    with reported():
         code = run_demo(recipients=recipients, timeout=timeout)
-    except TeamsNotifyError as exc:
-        fail(str(exc))
     raise typer.Exit(code)
 
 

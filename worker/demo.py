@@ -127,16 +127,8 @@ def run_demo(recipients: int = 1000, timeout: float = 180) -> int:
     console.print("[bold]teams-notify demo[/bold]: a private Redis, the Graph simulator, one worker")
     redis_server.start()
     sim = Simulator(SimulatorConfig(port=0, state_dir=workdir / "simulator")).start()
-    env = sandbox.worker_env(
-        redis_url=redis_server.url,
-        graph_url=sim.graph_url,
-        authority_host=sim.authority_host,
-        tenant_id=DEMO_TENANT,
-        client_id=DEMO_CLIENT_ID,
-        client_secret="demo-secret",
-        log_format="json",
-        SSL_CERT_FILE=sim.bundle_path,
-        REQUESTS_CA_BUNDLE=sim.bundle_path,
+    env = sandbox.simulator_env(
+        sim, redis_server.url, tenant_id=DEMO_TENANT, client_id=DEMO_CLIENT_ID, client_secret="demo-secret"
     )
     worker = sandbox.WorkerProcess(env, "demo", workdir / "worker.log")
     try:

@@ -166,6 +166,23 @@ def worker_env(base: dict[str, str] | None = None, **settings: Any) -> dict[str,
     return env
 
 
+def simulator_env(
+    sim: Any, redis_url: str, *, tenant_id: str, client_id: str, client_secret: str, **settings: Any
+) -> dict[str, str]:
+    """A worker's environment against a simulator: its two URLs, trust in its CA, credentials, JSON logs."""
+    return worker_env(
+        redis_url=redis_url,
+        graph_url=sim.graph_url,
+        authority_host=sim.authority_host,
+        tenant_id=tenant_id,
+        client_id=client_id,
+        client_secret=client_secret,
+        **{"log_format": "json", **settings},
+        SSL_CERT_FILE=str(sim.bundle_path),
+        REQUESTS_CA_BUNDLE=str(sim.bundle_path),
+    )
+
+
 def _wait(ready: Any, what: str, timeout: float = START_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

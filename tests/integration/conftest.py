@@ -76,18 +76,14 @@ def graph(simulator: Simulator) -> Iterator[SimulatorControl]:
 
 @pytest.fixture
 def worker_env(redis_url: str, simulator: Simulator) -> dict[str, str]:
-    return sandbox.worker_env(
-        redis_url=redis_url,
-        graph_url=simulator.graph_url,
-        authority_host=simulator.authority_host,
+    return sandbox.simulator_env(
+        simulator,
+        redis_url,
         tenant_id=TENANT,
         client_id=CLIENT_ID,
         client_secret="integration-secret",
-        log_format="json",
         metrics_port="0",
         rate_limits="off",
-        SSL_CERT_FILE=str(simulator.bundle_path),
-        REQUESTS_CA_BUNDLE=str(simulator.bundle_path),
     )
 
 
