@@ -23,9 +23,6 @@ from worker.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-#: Seconds before Redis hands an unacknowledged task to another worker; longer than any countdown we set.
-VISIBILITY_TIMEOUT = 3600
-
 
 class FleetWorker(celery_worker.Worker):
     """Celery's worker, quiet on SIGTERM when logs are JSON (its shutdown line is printed, not logged)."""
@@ -60,7 +57,14 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        # A message a dead worker held goes back to the queue after this long. A restored duplicate of a
+        # message still held elsewhere is harmless: each request ends once (jobs.finish, the lease).
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Sweep for such messages every tenth of the timeout (kombu's default is every 100 s or so).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
+            "unacked_restore_throttle": 1,
+        },
         task_serializer="json",
         teams_notify_log_format=settings.log_format,
         accept_content=["json"],

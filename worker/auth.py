@@ -51,17 +51,21 @@ class TokenProvider:
     def __repr__(self) -> str:
         return f"TokenProvider(client_id={self._client_id!r}, authority_host={self._settings.authority_host!r})"
 
-    def token(self, tenant_id: str, min_lifetime: float = 0) -> AccessToken:
-        """A token with at least `min_lifetime` seconds left, from MSAL's cache or from Entra."""
+    def token(self, tenant_id: str, min_lifetime: float = 0, required: float | None = None) -> AccessToken:
+        """A token with `min_lifetime` seconds left, else a fresh one, which must have `required` left at least.
+
+        Raises:
+            AuthError: Entra refused, or its fresh token is shorter-lived than `required` (default min_lifetime).
+        """
         app = self._app(tenant_id)
         token = self._acquire(app, tenant_id)
         if token.lifetime < min_lifetime:
             self._forget(app)
             token = self._acquire(app, tenant_id)
-            if token.lifetime < min_lifetime:
+            if token.lifetime < (min_lifetime if required is None else required):
                 raise AuthError(
                     f"Entra issued a token for tenant {tenant_id} with {token.lifetime / 60:.0f} minutes left; "
-                    f"this send needs {min_lifetime / 60:.0f}"
+                    f"this send needs {(min_lifetime if required is None else required) / 60:.0f}"
                 )
         return token
 
@@ -73,14 +77,19 @@ class TokenProvider:
         with self._lock:
             app = self._apps.get(tenant_id)
             if app is None:
-                app = msal.ConfidentialClientApplication(
-                    self._client_id,
-                    client_credential=self._secret,
-                    authority=f"{self._settings.authority_host}/{tenant_id}",
-                    # A simulator's (or any custom) host must not trigger a call to Microsoft's discovery.
-                    instance_discovery=not self._settings.custom_authority,
-                    token_cache=msal.TokenCache(),
-                )
+                try:
+                    app = msal.ConfidentialClientApplication(
+                        self._client_id,
+                        client_credential=self._secret,
+                        authority=f"{self._settings.authority_host}/{tenant_id}",
+                        # A simulator's (or any custom) host must not trigger a call to Microsoft's discovery.
+                        instance_discovery=not self._settings.custom_authority,
+                        token_cache=msal.TokenCache(),
+                    )
+                except (requests.RequestException, ValueError) as exc:
+                    # MSAL reads the authority's OIDC metadata when the app is made: Entra may be down.
+                    reason = f"cannot reach Entra for tenant {tenant_id}: {type(exc).__name__}"
+                    raise AuthError(reason, transient=True) from None
                 self._apps[tenant_id] = app
             return app
 

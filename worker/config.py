@@ -56,6 +56,7 @@ class Settings:
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     app_manifest: str | None = None
+    visibility_timeout: int = 300
 
     def __repr__(self) -> str:
         secret = "'***'" if self.client_secret else "None"
@@ -63,7 +64,8 @@ class Settings:
             f"Settings(redis_url={redacted(self.redis_url)!r}, cloud={self.cloud!r}, graph_url={self.graph_url!r}, "
             f"authority_host={self.authority_host!r}, tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
             f"client_secret={secret}, rate_limits={self.rate_limits!r}, metrics_port={self.metrics_port}, "
-            f"log_format={self.log_format!r}, log_level={self.log_level!r})"
+            f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
+            f"visibility_timeout={self.visibility_timeout})"
         )
 
     @property
@@ -151,6 +153,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     log_level = (get("TEAMS_NOTIFY_LOG_LEVEL") or "INFO").upper()
     if log_level not in _LOG_LEVELS:
         raise ConfigurationError(f"TEAMS_NOTIFY_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    visibility = get("TEAMS_NOTIFY_VISIBILITY_TIMEOUT") or "300"
+    if not visibility.isdigit() or int(visibility) < 1:
+        raise ConfigurationError(f"TEAMS_NOTIFY_VISIBILITY_TIMEOUT={visibility!r} is not a number of seconds")
     manifest = get("TEAMS_NOTIFY_APP_MANIFEST")
     if manifest is not None and not os.path.isfile(manifest):
         raise ConfigurationError(f"TEAMS_NOTIFY_APP_MANIFEST={manifest!r}: no such file")
@@ -167,4 +172,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal just above
         log_level=log_level,
         app_manifest=manifest,
+        visibility_timeout=int(visibility),
     )

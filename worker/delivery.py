@@ -22,10 +22,16 @@ from worker.retrying import MAX_ATTEMPTS, celery_countdown, in_process
 
 log = logging.getLogger(__name__)
 
-#: Graph refuses a bulk send whose token has less than 45 minutes left; ask for a little more.
+#: Graph refuses a bulk send whose token has less than 45 minutes left (412): a cached token with less
+#: than this is replaced by a fresh one, which must have at least BULK_TOKEN_REQUIRED left.
 BULK_TOKEN_MIN_LIFETIME = 45 * 60 + 120
+BULK_TOKEN_REQUIRED = 45 * 60 + 10
 #: The longest a worker slot waits for a rate-limit permit; a longer wait goes back to Celery.
 MAX_PERMIT_WAIT = 10.0
+
+
+class LeaseHeld(Exception):
+    """Another worker is sending this request right now (or died doing so)."""
 
 
 class Paced(Exception):
@@ -99,7 +105,10 @@ class Delivery:
             return Skipped("already ended")
         with self._jobs.lease(job_id, index, str(uuid.uuid4())) as held:
             if not held:
-                return Skipped("another worker is sending it")
+                # Never drop it: the holder may have died mid-send. Once its lease ends, this copy either
+                # finds the request ended (the holder finished) or sends it.
+                wait = self._jobs.lease_left(job_id, index) + 1.0
+                return RetryLater(wait, LeaseHeld(f"another worker holds request {index}; back in {wait:.0f}s"))
             return self._attempt(request)
 
     def _attempt(self, request: Request) -> Result:
@@ -142,16 +151,20 @@ class Delivery:
         """One attempt; a 412 or 401 gets one immediate retry with a fresh token."""
         self._permit(request, tenant)
         self._jobs.attempt(request.job.job_id, request.index)
-        min_lifetime = BULK_TOKEN_MIN_LIFETIME if request.job.bulk else 0
-        token = self._tokens.token(tenant, min_lifetime)
         try:
-            return self._graph.post(request.job.path, request.body, token.value)
+            return self._graph.post(request.job.path, request.body, self._token(request, tenant))
         except (TokenTooShortLived, Unauthorized) as exc:
             log.warning("Graph refused the token (%s); retrying with a fresh one", exc)
             self._tokens.invalidate(tenant)
             self._permit(request, tenant)
             self._jobs.attempt(request.job.job_id, request.index)
-            return self._graph.post(request.job.path, request.body, self._tokens.token(tenant, min_lifetime).value)
+            return self._graph.post(request.job.path, request.body, self._token(request, tenant))
+
+    def _token(self, request: Request, tenant: str) -> str:
+        """A bulk send needs a token with over 45 minutes left; other sends take MSAL's cached one."""
+        if request.job.bulk:
+            return self._tokens.token(tenant, BULK_TOKEN_MIN_LIFETIME, required=BULK_TOKEN_REQUIRED).value
+        return self._tokens.token(tenant).value
 
     def _permit(self, request: Request, tenant: str) -> None:
         """Waits (briefly) for a permit under Graph's limits; raises Paced when the wait would be long."""

@@ -19,8 +19,9 @@ from producers import keys
 
 Outcome = Literal["sent", "dead"]
 
-#: Seconds a worker may hold a request's lease; longer than one task run's in-process retries.
-LEASE_SECONDS = 120
+#: Seconds a request stays leased to the worker sending it: longer than one task run (3 attempts, 30 s
+#: timeouts, permit waits). A copy that finds the lease held comes back when it ends (its holder may be dead).
+LEASE_SECONDS = 90
 
 _FINISH = """
 -- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index
@@ -130,6 +131,10 @@ class JobStore:
             args=[request.index, outcome, request.recipients, letter_id, letter, at],
         )
         return bool(ended)
+
+    def lease_left(self, job_id: str, index: int) -> float:
+        """Seconds until another worker's lease on the request runs out (0 if none is held)."""
+        return max(int(self._redis.ttl(keys.request_lease(job_id, index))), 0)
 
     @contextmanager
     def lease(self, job_id: str, index: int, token: str) -> Iterator[bool]:

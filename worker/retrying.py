@@ -32,7 +32,7 @@ IN_PROCESS_MAX_TIME = 20.0
 MAX_ATTEMPTS = 24
 #: Backoff of Celery re-schedules: first, and cap (kept well under the visibility timeout).
 CELERY_BACKOFF = 5.0
-CELERY_MAX_COUNTDOWN = 600.0
+CELERY_MAX_COUNTDOWN = 240.0
 
 log = logging.getLogger(__name__)
 _backoff = wait_exponential_jitter(multiplier=0.5, max=IN_PROCESS_MAX_WAIT, jitter=0.5)

@@ -19,6 +19,7 @@ from tests.integration.conftest import SimulatorControl, wait_until_ended
 from tests.integration.test_cli import cli
 from tests.integration.test_pipeline import bulk_body, users
 from worker import sandbox
+from worker.jobs import LEASE_SECONDS
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +176,25 @@ def test_admin_commands_are_celery_tasks_another_backend_can_send_through_the_br
         assert time.monotonic() < deadline, "the resume task did not run while the fleet was paused"
         time.sleep(0.2)
     broker.close()
+
+
+def test_a_killed_worker_loses_nothing_another_worker_finishes_its_requests_exactly_once(
+    start_workers: Callable[..., Any], worker_env: dict[str, str], notifier: Notifier, graph: SimulatorControl
+) -> None:
+    worker_env["TEAMS_NOTIFY_VISIBILITY_TIMEOUT"] = "5"  # how soon a dead worker's messages come back
+    graph.configure(latency_ms=300)
+    [doomed] = start_workers(1)
+    everyone = users(3_000)
+    job_id = notifier.notify_recipients(bulk_body(everyone))
+    deadline = time.monotonic() + 30
+    while notifier.status(job_id)["requests"]["sent"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    doomed.signal(signal.SIGKILL)
+    start_workers(1)
+    [status] = wait_until_ended(notifier, [job_id], timeout=2 * LEASE_SECONDS + 60)
+
+    assert status["state"] == "completed"
+    delivered = Counter(r["userId"] for request in graph.requests() for r in request["body"]["recipients"])
+    assert set(delivered) == set(everyone)
+    assert sum(delivered.values()) - len(everyone) <= 8 * 100  # at most the requests in flight at the kill

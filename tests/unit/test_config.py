@@ -231,3 +231,11 @@ def test_load_takes_any_mapping_and_ignores_other_variables() -> None:
     settings = load(environ=MappingProxyType({"TEAMS_NOTIFY_CLOUD": "usgov", "PATH": "/bin", "CLOUD": "china"}))
 
     assert settings.cloud == "usgov"
+
+
+def test_the_visibility_timeout_defaults_to_five_minutes_and_must_be_whole_seconds() -> None:
+    assert load({}).visibility_timeout == 300
+    assert load({"TEAMS_NOTIFY_VISIBILITY_TIMEOUT": "30"}).visibility_timeout == 30
+    for bad in ("0", "-1", "soon", "1.5"):
+        with pytest.raises(ConfigurationError, match="TEAMS_NOTIFY_VISIBILITY_TIMEOUT"):
+            load({"TEAMS_NOTIFY_VISIBILITY_TIMEOUT": bad})

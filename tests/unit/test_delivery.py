@@ -29,7 +29,7 @@ from worker.deadletters import DeadLetterStore
 from worker.delivery import BULK_TOKEN_MIN_LIFETIME, DeadLettered, Delivery, RetryLater, Sent, Skipped
 from worker.errors import AuthError, Throttled
 from worker.graph import GraphClient
-from worker.jobs import JobStore
+from worker.jobs import LEASE_SECONDS, JobStore
 from worker.ratelimit import PACING_MARGIN, RateLimiter
 from worker.retrying import IN_PROCESS_ATTEMPTS, MAX_ATTEMPTS
 
@@ -48,7 +48,7 @@ class FakeTokens:
         self.asked: list[tuple[str, float]] = []
         self.invalidated: list[str] = []
 
-    def token(self, tenant_id: str, min_lifetime: float = 0) -> AccessToken:
+    def token(self, tenant_id: str, min_lifetime: float = 0, required: float | None = None) -> AccessToken:
         self.asked.append((tenant_id, min_lifetime))
         return AccessToken(f"access-token-{len(self.asked)}", time.time() + 3600)
 
@@ -327,16 +327,21 @@ def test_a_dead_lettered_request_is_not_sent_again(world_of: Callable[..., World
     assert world.dead_letters.count() == 1
 
 
-def test_a_request_another_worker_holds_is_skipped(world_of: Callable[..., World], store: redis.Redis) -> None:
+def test_a_request_another_worker_holds_comes_back_when_its_lease_ends_and_is_then_sent(
+    world_of: Callable[..., World], store: redis.Redis
+) -> None:
     world = world_of(httpx.Response(204))
     job_id = world.notifier.notify_user(USER, user_body())
 
-    with JobStore(store).lease(job_id, 0, "another-worker") as held:
+    with JobStore(store).lease(job_id, 0, "a-worker-that-died") as held:
         assert held
         result = world.delivery.deliver(job_id, 0)
-
-    assert isinstance(result, Skipped)
+    assert isinstance(result, RetryLater)
+    assert LEASE_SECONDS - 2 <= result.countdown <= LEASE_SECONDS + 1
     assert world.graph.requests == []
+
+    assert isinstance(world.delivery.deliver(job_id, 0), Sent)  # the lease has ended
+    assert len(world.graph.requests) == 1
 
 
 @pytest.mark.parametrize(("job_id", "index"), [("no-such-job", 0), (None, 1), (None, -1)])
