@@ -38,6 +38,11 @@ def job_outcomes(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:outcomes"
 
 
+def job_request_ids(job_id: str) -> str:
+    """The hash from request index to Graph's `request-id` for it, for tracing a request with Microsoft."""
+    return f"{PREFIX}:job:{job_id}:request-ids"
+
+
 def job_overrides(job_id: str) -> str:
     """The hash from request index to fields added to its body on replay (JSON), e.g. `teamsAppId`."""
     return f"{PREFIX}:job:{job_id}:overrides"

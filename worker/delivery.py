@@ -124,7 +124,7 @@ class Delivery:
             return RetryLater(paced.retry_after, paced)
         except (GraphError, AuthError) as exc:
             return self._failed(request, exc)
-        if self._jobs.finish(request, "sent"):
+        if self._jobs.finish(request, "sent", request_id=result.request_id):
             observe.REQUESTS.labels(job.endpoint, "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
             log.info(
@@ -189,7 +189,7 @@ class Delivery:
             exc=exc,
             attempts=self._jobs.attempts(job.job_id, request.index),
         )
-        if self._jobs.finish(request, "dead", deadletters.encoded(letter)):
+        if self._jobs.finish(request, "dead", deadletters.encoded(letter), request_id=letter.request_id):
             observe.REQUESTS.labels(job.endpoint, "dead_lettered").inc()
             log.error("request %s/%s dead-lettered as %s: %s", job.job_id, request.index, letter.id, exc)
         return DeadLettered(letter)

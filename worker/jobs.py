@@ -24,9 +24,11 @@ Outcome = Literal["sent", "dead"]
 LEASE_SECONDS = 90
 
 _FINISH = """
--- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index
--- ARGV: request index, outcome, recipients in the request, dead-letter id, dead-letter JSON, timestamp
+-- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index, request-ids hash
+-- ARGV: request index, outcome, recipients in the request, dead-letter id, dead-letter JSON, timestamp,
+--       Graph's request-id or ''
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[7]) end
 local field = ARGV[2] == 'sent' and 'sent' or 'dead'
 redis.call('HINCRBY', KEYS[1], 'requests_' .. field, 1)
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'recipients_' .. field, ARGV[3]) end
@@ -122,15 +124,32 @@ class JobStore:
         """Attempts made so far."""
         return int(cast(str | None, self._redis.hget(keys.job_attempts(job_id), str(index))) or 0)
 
-    def finish(self, request: Request, outcome: Outcome, dead_letter: tuple[str, str, float] | None = None) -> bool:
-        """Ends a request once; False if it had already ended (the caller is a duplicate)."""
+    def finish(
+        self,
+        request: Request,
+        outcome: Outcome,
+        dead_letter: tuple[str, str, float] | None = None,
+        request_id: str | None = None,
+    ) -> bool:
+        """Ends a request once, keeping Graph's request-id; False if it had already ended (a duplicate)."""
         job_id = request.job.job_id
         letter_id, letter, at = dead_letter or ("", "", 0.0)
         ended = self._finish(
-            keys=[keys.job(job_id), keys.job_outcomes(job_id), keys.dead_letters(), keys.dead_letters_index()],
-            args=[request.index, outcome, request.recipients, letter_id, letter, at],
+            keys=[
+                keys.job(job_id),
+                keys.job_outcomes(job_id),
+                keys.dead_letters(),
+                keys.dead_letters_index(),
+                keys.job_request_ids(job_id),
+            ],
+            args=[request.index, outcome, request.recipients, letter_id, letter, at, request_id or ""],
         )
         return bool(ended)
+
+    def request_ids(self, job_id: str) -> dict[int, str]:
+        """Graph's request-id of each ended request that got an answer, by request index."""
+        found = cast(dict[str, str], self._redis.hgetall(keys.job_request_ids(job_id)))
+        return {int(index): request_id for index, request_id in found.items()}
 
     def lease_left(self, job_id: str, index: int) -> float:
         """Seconds until another worker's lease on the request runs out (0 if none is held)."""

@@ -143,6 +143,17 @@ def test_a_bulk_jobs_requests_are_each_sent_once_with_at_most_100_recipients(wor
         assert request_body == {**body, "recipients": recipients[index * 100 : (index + 1) * 100]}
 
 
+def test_graphs_request_id_of_each_request_is_kept_with_the_job(
+    world_of: Callable[..., World], store: redis.Redis
+) -> None:
+    world = world_of(httpx.Response(202, headers={"request-id": "4b1f0c9e-graph-request-id"}))
+    job_id = world.notifier.notify_recipients(bulk_body(150))
+
+    world.deliver_all(job_id)
+
+    assert JobStore(store).request_ids(job_id) == {0: "4b1f0c9e-graph-request-id", 1: "4b1f0c9e-graph-request-id"}
+
+
 def test_a_job_whose_requests_were_all_accepted_is_completed(world_of: Callable[..., World]) -> None:
     world = world_of(httpx.Response(202))
     job_id = world.notifier.notify_recipients(bulk_body(250))
