@@ -123,6 +123,14 @@ def test_discard_all_drops_every_dead_letter(
     assert json.loads(cli("dead-letters", "list", "--json", env=worker_env).stdout) == []
 
 
+def wait_until_sent(notifier: Notifier, job_id: str, requests: int) -> None:
+    """Waits until the job is under way: that many of its requests sent."""
+    deadline = time.monotonic() + 30
+    while notifier.status(job_id)["requests"]["sent"] < requests:
+        assert time.monotonic() < deadline, "the job did not get under way"
+        time.sleep(0.05)
+
+
 def test_sigterm_hands_back_in_flight_work_and_another_worker_finishes_it_exactly_once(
     start_workers: Callable[..., Any], notifier: Notifier, graph: SimulatorControl
 ) -> None:
@@ -130,9 +138,7 @@ def test_sigterm_hands_back_in_flight_work_and_another_worker_finishes_it_exactl
     [first] = start_workers(1)
     everyone = users(5_000)
     job_id = notifier.notify_recipients(bulk_body(everyone))
-    deadline = time.monotonic() + 30
-    while notifier.status(job_id)["requests"]["sent"] < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_sent(notifier, job_id, 5)
 
     first.signal(signal.SIGTERM)
     start_workers(1)
@@ -186,9 +192,7 @@ def test_a_killed_worker_loses_nothing_another_worker_finishes_its_requests_exac
     [doomed] = start_workers(1)
     everyone = users(3_000)
     job_id = notifier.notify_recipients(bulk_body(everyone))
-    deadline = time.monotonic() + 30
-    while notifier.status(job_id)["requests"]["sent"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_sent(notifier, job_id, 3)
 
     doomed.signal(signal.SIGKILL)
     start_workers(1)
