@@ -43,6 +43,21 @@ def job_request_ids(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:request-ids"
 
 
+def job_not_before(job_id: str) -> str:
+    """The hash from request index to the epoch time before which it must not be sent (Retry-After)."""
+    return f"{PREFIX}:job:{job_id}:not-before"
+
+
+def active_jobs() -> str:
+    """The set of jobs with requests still pending, which the sweeper watches for lost messages."""
+    return f"{PREFIX}:jobs:active"
+
+
+def sweep_lock() -> str:
+    """Held by the one worker sweeping for stalled jobs this round."""
+    return f"{PREFIX}:sweep"
+
+
 def job_overrides(job_id: str) -> str:
     """The hash from request index to fields added to its body on replay (JSON), e.g. `teamsAppId`."""
     return f"{PREFIX}:job:{job_id}:overrides"

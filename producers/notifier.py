@@ -141,6 +141,7 @@ class Notifier:
             if chunks:
                 pipe.hset(keys.job_chunks(job_id), mapping=cast(Mapping[Any, Any], chunks))
             pipe.zadd(keys.jobs_index(), {job_id: time.time()})
+            pipe.sadd(keys.active_jobs(), job_id)
             pipe.lpush(keys.QUEUE, message)
 
         try:
@@ -180,6 +181,7 @@ def _job_record(
         "idempotency_key": idempotency_key or "",
         "body": json.dumps(wire),
         "created_at": datetime.now(UTC).isoformat(),
+        "updated_at": str(time.time()),
         "started": "0",
         "requests_total": str(requests_total),
         "requests_sent": "0",

@@ -20,6 +20,7 @@ from worker.delivery import Delivery
 from worker.graph import GraphClient
 from worker.jobs import JobStore
 from worker.ratelimit import RateLimiter
+from worker.sweeper import Sweeper, stall_after
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,29 @@ def _close_resources(**_: Any) -> None:
         if _resources is not None:
             _resources.close()
             _resources = None
+
+
+_sweeper: Sweeper | None = None
+
+
+@worker_ready.connect
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """Each worker watches for jobs whose messages were lost (one sweeps per round)."""
+    global _sweeper  # noqa: PLW0603 - one per worker process, by design
+    res = resources()
+    stall = stall_after(res.settings.visibility_timeout)
+
+    def redispatch(job_id: str) -> None:
+        app.send_task(keys.DISPATCH_TASK, args=[job_id], queue=keys.QUEUE)
+
+    _sweeper = Sweeper(res.redis, stall, redispatch)
+    _sweeper.start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
 
 
 @worker_ready.connect

@@ -88,7 +88,7 @@ def encoded(letter: DeadLetter) -> tuple[str, str, float]:
 
 
 _REPLAY = """
--- KEYS: dead-letter hash, dead-letter index, job hash, outcomes, overrides, attempts, queue
+-- KEYS: dead-letter hash, dead-letter index, job hash, outcomes, overrides, attempts, queue, active jobs
 -- ARGV: letter id, request index, recipients in the request, override JSON or '', task message
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -100,6 +100,7 @@ end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[4]) end
 redis.call('HDEL', KEYS[6], ARGV[2])
 redis.call('LPUSH', KEYS[7], ARGV[5])
+redis.call('SADD', KEYS[8], ARGV[6])
 return 1
 """
 
@@ -129,6 +130,7 @@ class DeadLetterStore:
                 keys.job_overrides(job_id),
                 keys.job_attempts(job_id),
                 keys.QUEUE,
+                keys.active_jobs(),
             ],
             args=[
                 letter.id,
@@ -136,6 +138,7 @@ class DeadLetterStore:
                 len(recipients) if isinstance(recipients, list) else 0,
                 override,
                 message,
+                job_id,
             ],
         )
         return bool(replayed)

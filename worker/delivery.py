@@ -85,7 +85,9 @@ class Delivery:
         default_tenant: str | None,
         sleep: Callable[[float], None] = time.sleep,
         limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._limiter = limiter
         self._jobs = jobs
         self._tokens = tokens
@@ -103,6 +105,9 @@ class Delivery:
             return Skipped(f"job has no request {index}")
         if self._jobs.outcome(job_id, index) is not None:
             return Skipped("already ended")
+        not_before = self._jobs.not_before(job_id, index) - self._clock()
+        if not_before > 0:  # a copy of a request that must wait (Retry-After): wait with it
+            return RetryLater(not_before, Paced(not_before))
         with self._jobs.lease(job_id, index, str(uuid.uuid4())) as held:
             if not held:
                 # Never drop it: the holder may have died mid-send. Once its lease ends, this copy either
@@ -143,6 +148,7 @@ class Delivery:
         if not transient or attempts >= MAX_ATTEMPTS:
             return self._dead(request, exc)
         countdown = celery_countdown(attempts, exc)
+        self._jobs.defer(request.job.job_id, request.index, self._clock() + countdown)
         observe.REQUESTS.labels(request.job.endpoint, "retried").inc()
         log.warning("request %s/%s failed (%s); retrying in %.1fs", request.job.job_id, request.index, exc, countdown)
         return RetryLater(countdown, exc)

@@ -8,6 +8,7 @@ one Lua script, so a redelivered or duplicated task can never count a request tw
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,11 +25,15 @@ Outcome = Literal["sent", "dead"]
 LEASE_SECONDS = 90
 
 _FINISH = """
--- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index, request-ids hash
+-- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index, request-ids hash, active jobs set
 -- ARGV: request index, outcome, recipients in the request, dead-letter id, dead-letter JSON, timestamp,
---       Graph's request-id or ''
+--       Graph's request-id or '', job id
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[7]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[6])
+if redis.call('HLEN', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'requests_total')) then
+  redis.call('SREM', KEYS[6], ARGV[8])
+end
 local field = ARGV[2] == 'sent' and 'sent' or 'dead'
 redis.call('HINCRBY', KEYS[1], 'requests_' .. field, 1)
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'recipients_' .. field, ARGV[3]) end
@@ -106,7 +111,30 @@ class JobStore:
 
     def mark_started(self, job_id: str) -> None:
         """The job leaves `queued` once its dispatch has run."""
-        self._redis.hset(keys.job(job_id), "started", "1")
+        self._redis.hset(keys.job(job_id), mapping={"started": "1", "updated_at": str(time.time())})
+
+    def defer(self, job_id: str, index: int, until: float) -> None:
+        """The request must not be sent before `until` (epoch seconds), whichever copy of it runs."""
+        pipe = self._redis.pipeline()
+        pipe.hset(keys.job_not_before(job_id), str(index), str(until))
+        pipe.hset(keys.job(job_id), "updated_at", str(time.time()))
+        pipe.execute()
+
+    def not_before(self, job_id: str, index: int) -> float:
+        """The time before which the request must not be sent (0 when none was set)."""
+        return float(cast(str | None, self._redis.hget(keys.job_not_before(job_id), str(index))) or 0)
+
+    def stalled(self, older_than: float) -> list[str]:
+        """Jobs with requests pending that have made no progress since `older_than` (epoch seconds)."""
+        active = sorted(cast(set[str], self._redis.smembers(keys.active_jobs())))
+        stalled = []
+        for job_id in active:
+            updated = cast(str | None, self._redis.hget(keys.job(job_id), "updated_at"))
+            if updated is None:
+                self._redis.srem(keys.active_jobs(), job_id)  # the job record is gone
+            elif float(updated) < older_than:
+                stalled.append(job_id)
+        return stalled
 
     def ended(self, job_id: str) -> set[int]:
         """Indexes of the job's requests that have an outcome."""
@@ -133,7 +161,7 @@ class JobStore:
     ) -> bool:
         """Ends a request once, keeping Graph's request-id; False if it had already ended (a duplicate)."""
         job_id = request.job.job_id
-        letter_id, letter, at = dead_letter or ("", "", 0.0)
+        letter_id, letter, at = dead_letter or ("", "", time.time())
         ended = self._finish(
             keys=[
                 keys.job(job_id),
@@ -141,8 +169,9 @@ class JobStore:
                 keys.dead_letters(),
                 keys.dead_letters_index(),
                 keys.job_request_ids(job_id),
+                keys.active_jobs(),
             ],
-            args=[request.index, outcome, request.recipients, letter_id, letter, at, request_id or ""],
+            args=[request.index, outcome, request.recipients, letter_id, letter, at, request_id or "", job_id],
         )
         return bool(ended)
 

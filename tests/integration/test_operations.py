@@ -20,6 +20,7 @@ from tests.integration.test_cli import cli
 from tests.integration.test_pipeline import bulk_body, users
 from worker import sandbox
 from worker.jobs import LEASE_SECONDS
+from worker.sweeper import stall_after
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +197,7 @@ def test_a_killed_worker_loses_nothing_another_worker_finishes_its_requests_exac
 
     doomed.signal(signal.SIGKILL)
     start_workers(1)
-    [status] = wait_until_ended(notifier, [job_id], timeout=2 * LEASE_SECONDS + 60)
+    [status] = wait_until_ended(notifier, [job_id], timeout=stall_after(5) + LEASE_SECONDS + 90)
 
     assert status["state"] == "completed"
     delivered = Counter(r["userId"] for request in graph.requests() for r in request["body"]["recipients"])
