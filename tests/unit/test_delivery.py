@@ -317,7 +317,7 @@ def test_a_request_retried_later_is_sent_on_its_next_run(world_of: Callable[...,
     assert isinstance(first, RetryLater)
     early = world.delivery.deliver(job_id, 0)  # a copy run before its time waits with it
     assert isinstance(early, RetryLater)
-    assert 0 < early.countdown <= first.countdown
+    assert 0 < early.countdown <= first.countdown + 1e-6  # stored as text in Redis: float rounding
     assert len(world.graph.requests) == 3
 
     world.now += first.countdown
