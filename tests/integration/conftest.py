@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,10 @@ class SimulatorControl:
 
     def requests(self) -> list[dict[str, Any]]:
         return list(self.client.get("/requests").json())
+
+    def delivered(self) -> Counter[str]:
+        """How often each user was addressed by the bulk requests the simulator accepted."""
+        return Counter(r["userId"] for request in self.requests() for r in request["body"].get("recipients", []))
 
     def stats(self) -> dict[str, Any]:
         return dict(self.client.get("/stats").json())

@@ -148,7 +148,7 @@ def test_transient_faults_and_dropped_connections_still_deliver_each_recipient_o
     [status] = wait_until_ended(notifier, [job_id], timeout=180)
 
     assert status["state"] == "completed"
-    delivered = Counter(r["userId"] for request in graph.requests() for r in request["body"]["recipients"])
+    delivered = graph.delivered()
     assert set(delivered) == set(everyone)
     assert set(delivered.values()) == {1}
     answers = graph.stats()["responses"]

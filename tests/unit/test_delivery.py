@@ -93,7 +93,14 @@ def graph_error(status: int, code: str, message: str, headers: dict[str, str] | 
 class World:
     """A Notifier and a Delivery over the same Redis, Graph faked, waits recorded instead of slept."""
 
-    def __init__(self, redis_url: str, store: redis.Redis, graph: FakeGraph, default_tenant: str | None) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        store: redis.Redis,
+        graph: FakeGraph,
+        default_tenant: str | None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.notifier = Notifier(redis_url)
         self.store = store
         self.graph = graph
@@ -108,6 +115,7 @@ class World:
             default_tenant,
             sleep=self.sleeps,
             clock=lambda: self.now,
+            limiter=limiter,
         )
         self.dead_letters = DeadLetterStore(store)
 
@@ -124,8 +132,8 @@ class World:
 def world_of(redis_url: str, store: redis.Redis) -> Iterator[Callable[..., World]]:
     worlds: list[World] = []
 
-    def make(*answers: Answer, default_tenant: str | None = TENANT) -> World:
-        world = World(redis_url, store, FakeGraph(*answers), default_tenant)
+    def make(*answers: Answer, default_tenant: str | None = TENANT, limiter: RateLimiter | None = None) -> World:
+        world = World(redis_url, store, FakeGraph(*answers), default_tenant, limiter)
         worlds.append(world)
         return world
 
@@ -526,16 +534,9 @@ def test_entra_refusing_a_token_is_retried_only_when_it_may_pass(
 def test_a_request_over_the_fleets_rate_comes_back_when_a_permit_is_due(
     world_of: Callable[..., World], store: redis.Redis
 ) -> None:
-    world = world_of(httpx.Response(202))
     limits = {**GRAPH_RATE_LIMITS, "bulk_tenant": 0.01}  # one bulk request every 100 s
-    world.delivery = Delivery(
-        JobStore(store),
-        world.tokens,  # type: ignore[arg-type]
-        world.client,
-        TENANT,
-        sleep=world.sleeps,
-        limiter=RateLimiter(store, limits, "a3111f15-658e-457c-9689-fd20fe907330"),
-    )
+    limiter = RateLimiter(store, limits, "a3111f15-658e-457c-9689-fd20fe907330")
+    world = world_of(httpx.Response(202), limiter=limiter)
     job_id = world.notifier.notify_recipients(bulk_body(250))
 
     first, second, _ = world.deliver_all(job_id)
