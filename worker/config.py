@@ -36,6 +36,10 @@ GRAPH_RATE_LIMITS: dict[str, float] = {
     "user_minute": 10,
 }
 
+#: How long an ended job's record, recipients and idempotency key are kept (`TEAMS_NOTIFY_RETENTION`).
+DEFAULT_RETENTION = 7 * 86400.0
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
 LogFormat = Literal["json", "text", "auto"]
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -57,6 +61,7 @@ class Settings:
     log_level: str = "INFO"
     app_manifest: str | None = None
     visibility_timeout: int = 300
+    retention: float = DEFAULT_RETENTION
 
     def __repr__(self) -> str:
         secret = "'***'" if self.client_secret else "None"
@@ -65,7 +70,7 @@ class Settings:
             f"authority_host={self.authority_host!r}, tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
             f"client_secret={secret}, rate_limits={self.rate_limits!r}, metrics_port={self.metrics_port}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
-            f"visibility_timeout={self.visibility_timeout})"
+            f"visibility_timeout={self.visibility_timeout}, retention={self.retention:g})"
         )
 
     @property
@@ -117,6 +122,20 @@ def parse_rate_limits(value: str) -> dict[str, float] | None:
         if not math.isfinite(limits[key]) or limits[key] <= 0:
             raise ConfigurationError(f"{name}: {key} must be a positive number, not {number.strip()!r}")
     return limits
+
+
+def parse_duration(name: str, value: str) -> float:
+    """A positive duration such as `90s`, `15m`, `12h` or `7d` (a bare number is seconds), in seconds."""
+    text = value.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:], None) if text else None
+    number = text[:-1] if unit is not None else text
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a duration such as 90s, 15m, 12h or 7d") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigurationError(f"{name}={value!r} must be a positive duration such as 7d")
+    return seconds
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:
@@ -173,4 +192,5 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=log_level,
         app_manifest=manifest,
         visibility_timeout=int(visibility),
+        retention=parse_duration("TEAMS_NOTIFY_RETENTION", get("TEAMS_NOTIFY_RETENTION") or "7d"),
     )

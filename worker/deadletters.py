@@ -49,7 +49,10 @@ class DeadLetter(BaseModel):
 
 
 def reason_of(exc: Exception) -> str:
-    """A short, stable reason an operator can filter on."""
+    """A short, stable reason an operator can filter on (an exception may name its own: `reason`)."""
+    own = getattr(exc, "reason", None)
+    if isinstance(own, str) and own:
+        return own
     name = type(exc).__name__
     return {
         "Conflict": "conflict",

@@ -46,10 +46,15 @@ def redis_answers(url: str) -> bool:
 
 
 class RedisServer:
-    """A throwaway redis-server on a free port, keeping nothing on disk."""
+    """A throwaway redis-server on a free port; with `durable`, an append-only file synced on every write.
 
-    def __init__(self, directory: Path | None = None) -> None:
+    A durable server can be killed (`kill`, as a crash would) and started again on the same port and
+    directory (`restart`): it comes back with everything it had acknowledged.
+    """
+
+    def __init__(self, directory: Path | None = None, *, durable: bool = False) -> None:
         self.directory = directory or Path(tempfile.mkdtemp(prefix="teams-notify-redis-"))
+        self.durable = durable
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -59,12 +64,13 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
-        """Starts it and waits until it answers."""
+        """Starts it (on the port it had, if it ran before) and waits until it answers."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise ConfigurationError("redis-server is not installed: run the README's set-up (./run setup)")
-        self.port = free_port()
-        options = {"port": self.port, "bind": "127.0.0.1", "save": "", "appendonly": "no", "dir": self.directory}
+        self.port = self.port or free_port()
+        options: dict[str, Any] = {"port": self.port, "bind": "127.0.0.1", "save": "", "dir": self.directory}
+        options |= {"appendonly": "yes", "appendfsync": "always"} if self.durable else {"appendonly": "no"}
         options["logfile"] = self.directory / "redis.log"
         self._process = subprocess.Popen(
             [binary, *(item for key, value in options.items() for item in (f"--{key}", str(value)))],
@@ -75,10 +81,16 @@ class RedisServer:
         return self
 
     def kill(self) -> None:
-        """Kills it at once, as a crash would."""
+        """Kills it at once (SIGKILL), as a crash would."""
         if self._process is not None:
             self._process.kill()
             self._process.wait()
+
+    def restart(self) -> RedisServer:
+        """Starts it again on the same port and directory (after `kill` or `stop`)."""
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError("redis-server is still running")
+        return self.start()
 
     def stop(self) -> None:
         """Stops it."""
