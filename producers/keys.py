@@ -15,12 +15,15 @@ QUEUE = "teams-notify"
 #: The queue of admin tasks (pause, resume, replay, ...): never paused, so `resume` always reaches the fleet.
 ADMIN_QUEUE = "teams-notify.admin"
 
-#: Task names: producers enqueue by name, the worker registers under the same names.
-DISPATCH_TASK = "teams_notify.dispatch"
+#: The task that sends one Graph request; the scheduler hands requests to it, producers never call it.
 SEND_TASK = "teams_notify.send"
 
 #: kombu's Redis transport keeps unacknowledged (in-flight or scheduled) messages in this hash.
 KOMBU_UNACKED = "unacked"
+
+#: A lane's class: bulk sends, or user, chat and team sends (which Graph limits separately).
+BULK = "bulk"
+SINGLE = "single"
 
 
 def job(job_id: str) -> str:
@@ -43,21 +46,6 @@ def job_request_ids(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:request-ids"
 
 
-def job_not_before(job_id: str) -> str:
-    """The hash from request index to the epoch time before which it must not be sent (Retry-After)."""
-    return f"{PREFIX}:job:{job_id}:not-before"
-
-
-def active_jobs() -> str:
-    """The set of jobs with requests still pending, which the sweeper watches for lost messages."""
-    return f"{PREFIX}:jobs:active"
-
-
-def sweep_lock() -> str:
-    """Held by the one worker sweeping for stalled jobs this round."""
-    return f"{PREFIX}:sweep"
-
-
 def job_overrides(job_id: str) -> str:
     """The hash from request index to fields added to its body on replay (JSON), e.g. `teamsAppId`."""
     return f"{PREFIX}:job:{job_id}:overrides"
@@ -71,11 +59,6 @@ def job_attempts(job_id: str) -> str:
 def paused() -> str:
     """Set while the fleet is paused."""
     return f"{PREFIX}:paused"
-
-
-def request_lease(job_id: str, index: int) -> str:
-    """The lease a worker holds while it sends one request, so a redelivered duplicate waits its turn."""
-    return f"{PREFIX}:lease:{job_id}:{index}"
 
 
 def idempotency(key: str) -> str:
@@ -96,3 +79,85 @@ def dead_letters() -> str:
 def dead_letters_index() -> str:
     """A sorted set of dead-letter ids by creation time."""
     return f"{PREFIX}:dead-letters:index"
+
+
+def jobs_ended() -> str:
+    """A sorted set of ended job ids by end time: what retention prunes from the jobs index."""
+    return f"{PREFIX}:jobs:ended"
+
+
+# The delivery scheduler's state. Every request of a job is named by a ref, `{job_id}:{index}`, and is in
+# exactly one place until it ends: its lane (waiting, or delayed until its score), the lane's handed set
+# (a Celery message is on its way), or the lane's in-flight set (leased by a worker sending it).
+
+
+def lane_id(tenant_id: str | None, bulk: bool) -> str:
+    """The lane of a job's requests: by tenant (`-` for the fleet's default tenant) and class."""
+    return f"{tenant_id or '-'}:{BULK if bulk else SINGLE}"
+
+
+def request_ref(job_id: str, index: int) -> str:
+    """How lanes, leases and the scheduler name one request of a job."""
+    return f"{job_id}:{index}"
+
+
+def lanes() -> str:
+    """The set of lane ids that hold, or may hold, requests."""
+    return f"{PREFIX}:lanes"
+
+
+def lane(lane: str) -> str:
+    """A lane: sorted set of request refs scored by the time each may be sent (waiting if past, else delayed)."""
+    return f"{PREFIX}:lane:{lane}"
+
+
+def lane_handed(lane: str) -> str:
+    """Refs handed to the broker and not yet taken by a worker, scored by when they are handed again."""
+    return f"{PREFIX}:lane:{lane}:handed"
+
+
+def lane_in_flight(lane: str) -> str:
+    """Refs a worker is sending, scored by when the worker's lease runs out."""
+    return f"{PREFIX}:lane:{lane}:in-flight"
+
+
+def lane_hold(lane: str) -> str:
+    """Set while Graph's Retry-After holds the lane (its value: the epoch time the hold ends)."""
+    return f"{PREFIX}:lane:{lane}:hold"
+
+
+def lane_pace(lane: str) -> str:
+    """A hash of the lane's adaptive pace: `factor` of its limit after a 429, and when it was set (`at`)."""
+    return f"{PREFIX}:lane:{lane}:pace"
+
+
+def lane_recent(lane: str) -> str:
+    """A sorted set of the lane's hand-outs of the last seconds, for its current rate."""
+    return f"{PREFIX}:lane:{lane}:recent"
+
+
+def leases() -> str:
+    """The hash from a ref in flight to the token of the worker that holds its lease."""
+    return f"{PREFIX}:leases"
+
+
+def scheduler_lock() -> str:
+    """The lock the scheduler's leader holds (one worker hands requests out at a time)."""
+    return f"{PREFIX}:scheduler"
+
+
+def fleet() -> str:
+    """A hash from worker node name to its slots and when its entry expires (JSON)."""
+    return f"{PREFIX}:fleet"
+
+
+def job_keys(job_id: str) -> list[str]:
+    """Every key of one job, for retention: they expire together once the job has ended."""
+    return [
+        job(job_id),
+        job_chunks(job_id),
+        job_outcomes(job_id),
+        job_request_ids(job_id),
+        job_overrides(job_id),
+        job_attempts(job_id),
+    ]

@@ -9,47 +9,29 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from producers import keys
-from producers.errors import BrokerUnavailable, ConfigurationError, InvalidNotification, UnknownJob
+from producers.connection import DEFAULT_REDIS_URL, connect, redacted
+from producers.errors import BrokerUnavailable, InvalidNotification, UnknownJob
 from producers.ids import check_tenant_id
 from producers.manifest import Manifest
-from producers.message import task_message
 from producers.models import MAX_RECIPIENTS_PER_REQUEST, Endpoint, RecipientsNotification, parse_body
 from producers.status import JobStatus
 
-#: Where the producers find Redis when neither `redis_url=` nor `TEAMS_NOTIFY_REDIS_URL` says.
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 #: The longest idempotency key accepted (it becomes part of a Redis key).
 MAX_IDEMPOTENCY_KEY = 256
 
-
-def redacted(url: str) -> str:
-    """A Redis URL without its user and password, fit for an error message or a log."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, host + port, parts.path, "", ""))
-
-
-def connect(url: str, variable: str = "TEAMS_NOTIFY_REDIS_URL") -> redis.Redis:
-    """A Redis client for the URL; a malformed URL is a configuration error naming the variable."""
-    try:
-        return redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
-        )
-    except ValueError as exc:
-        raise ConfigurationError(f"{variable}: {exc}") from None
+__all__ = ["DEFAULT_REDIS_URL", "Notifier", "connect", "redacted"]
 
 
 class Notifier:
     """Enqueues Teams activity-feed notifications for the worker fleet.
 
-    Each `notify_*` validates the body as Graph would, then writes the job record and its Celery message
-    to Redis in one transaction and returns the job id. Nothing is enqueued when it raises.
+    Each `notify_*` validates the body as Graph would, then writes the job record and its requests (into
+    the lane of its tenant and class, where the fleet's scheduler finds them) to Redis in one transaction
+    and returns the job id. Nothing is enqueued when it raises.
     """
 
     def __init__(self, redis_url: str | None = None, *, manifest: str | None = None) -> None:
@@ -121,9 +103,11 @@ class Notifier:
         return self._write(record, chunks, idempotency_key)
 
     def _write(self, record: dict[str, str], chunks: dict[str, str], idempotency_key: str | None) -> str:
-        """Writes record, chunks and message in one transaction; the first job of a key wins."""
+        """Writes record, chunks and requests in one transaction; the first job of a key wins."""
         job_id = record["job_id"]
-        message = task_message(keys.DISPATCH_TASK, [job_id], keys.QUEUE)
+        lane = record["lane"]
+        ready = time.time()
+        refs = {keys.request_ref(job_id, index): ready for index in range(int(record["requests_total"]))}
         watched = [keys.idempotency(idempotency_key)] if idempotency_key else []
 
         winner = [job_id]
@@ -140,9 +124,9 @@ class Notifier:
             pipe.hset(keys.job(job_id), mapping=cast(Mapping[Any, Any], record))
             if chunks:
                 pipe.hset(keys.job_chunks(job_id), mapping=cast(Mapping[Any, Any], chunks))
-            pipe.zadd(keys.jobs_index(), {job_id: time.time()})
-            pipe.sadd(keys.active_jobs(), job_id)
-            pipe.lpush(keys.QUEUE, message)
+            pipe.zadd(keys.jobs_index(), {job_id: ready})
+            pipe.zadd(keys.lane(lane), cast(Mapping[Any, Any], refs))
+            pipe.sadd(keys.lanes(), lane)
 
         try:
             self._redis.transaction(transaction, *watched)
@@ -178,11 +162,11 @@ def _job_record(
         "target": target or "",
         "path": endpoint.path(target),
         "tenant_id": tenant_id or "",
+        "lane": keys.lane_id(tenant_id, bool(recipients_total)),
         "idempotency_key": idempotency_key or "",
         "body": json.dumps(wire),
         "created_at": datetime.now(UTC).isoformat(),
         "updated_at": str(time.time()),
-        "started": "0",
         "requests_total": str(requests_total),
         "requests_sent": "0",
         "requests_dead": "0",

@@ -14,10 +14,13 @@ from rich.console import Console
 from rich.table import Table
 
 from producers import keys
+from producers.connection import connect, redacted
 from producers.errors import BrokerUnavailable, UnknownJob
-from producers.notifier import Notifier, connect, redacted
+from producers.notifier import Notifier
 from worker.config import Settings
 from worker.deadletters import DeadLetter, DeadLetterStore
+from worker.lanes import RATE_WINDOW, LaneState, LaneStore
+from worker.scheduler import Fleet
 
 #: Seconds to wait for workers to answer a ping.
 PING_TIMEOUT = 1.0
@@ -50,20 +53,52 @@ def _control() -> Any:
     return app.control
 
 
+def lane_document(state: LaneState, settings: Settings) -> dict[str, Any]:
+    """One lane for `teams-notify status`: its counts, its rate against its limit, and any hold."""
+    limits = settings.rate_limits
+    limit = (limits["bulk_tenant" if state.bulk else "single_tenant"]) if limits else None
+    held = max(state.held_until - state.now, 0.0)
+    return {
+        "lane": state.lane,
+        "tenant": state.tenant or settings.tenant_id,
+        "class": "bulk" if state.bulk else "single",
+        "waiting": state.waiting,
+        "delayed": state.delayed,
+        "handed": state.handed,
+        "in_flight": state.in_flight,
+        "rate": round(state.recent / RATE_WINDOW, 2),
+        "limit": round(limit * state.pace, 2) if limit else None,
+        "published_limit": limit,
+        "throttled": held > 0 or state.pace < 1.0,
+        "held_for": round(held, 2),
+    }
+
+
+def _lanes(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
+    store = LaneStore(client)
+    return [lane_document(state, settings) for state in store.states(store.lane_ids())]
+
+
 def fleet_status(settings: Settings) -> dict[str, Any]:
-    """Queue depths, workers answering a ping, dead letters waiting, paused or not."""
+    """Queue depths, lanes, workers answering a ping, dead letters waiting, paused or not."""
     with redis_client(settings) as client:
         queues = {queue: int(client.llen(queue)) for queue in (keys.QUEUE, keys.ADMIN_QUEUE)}
-        in_flight = int(client.hlen(keys.KOMBU_UNACKED))
+        lanes = _lanes(client, settings)
         dead = DeadLetterStore(client).count()
         jobs = int(client.zcard(keys.jobs_index()))
         paused = bool(client.exists(keys.paused()))
+        slots = Fleet(client).slots()
+        leader = client.get(keys.scheduler_lock()) is not None
     replies = _control().ping(timeout=PING_TIMEOUT) or []
     workers = sorted(name for reply in replies for name in reply)
+    totals = {name: sum(lane[name] for lane in lanes) for name in ("waiting", "delayed", "handed", "in_flight")}
     return {
         "queues": queues,
-        "in_flight": in_flight,
+        **totals,
+        "lanes": lanes,
         "workers": workers,
+        "slots": sum(slots.values()),
+        "scheduler": "leading" if leader else "no leader",
         "dead_letters": dead,
         "jobs": jobs,
         "paused": paused,
@@ -71,10 +106,9 @@ def fleet_status(settings: Settings) -> dict[str, Any]:
 
 
 def pause(settings: Settings) -> dict[str, Any]:
-    """The fleet stops taking jobs: workers stop consuming the queue; queued jobs are kept."""
+    """The fleet stops taking jobs: the scheduler hands nothing out; requests in flight finish; all else waits."""
     with redis_client(settings) as client:
         client.set(keys.paused(), "1")
-    _control().cancel_consumer(keys.QUEUE, reply=False)
     return {"paused": True}
 
 
@@ -82,14 +116,16 @@ def resume(settings: Settings) -> dict[str, Any]:
     """The fleet takes jobs again."""
     with redis_client(settings) as client:
         client.delete(keys.paused())
-    _control().add_consumer(keys.QUEUE, reply=False)
     return {"paused": False}
 
 
 def backlog(settings: Settings) -> dict[str, int]:
-    """What is left to do: messages queued, and messages in flight (running or scheduled for a retry)."""
+    """What is left to do, from Redis' own state: requests waiting, delayed, handed and in flight, and the
+    messages in the broker's queue."""
     with redis_client(settings) as client:
-        return {"queued": int(client.llen(keys.QUEUE)), "in_flight": int(client.hlen(keys.KOMBU_UNACKED))}
+        lanes = _lanes(client, settings)
+        left = {name: sum(lane[name] for lane in lanes) for name in ("waiting", "delayed", "handed", "in_flight")}
+        return {**left, "queued": int(client.llen(keys.QUEUE))}
 
 
 def drain(
@@ -98,12 +134,12 @@ def drain(
     report: Callable[[dict[str, int]], None],
     interval: float = 0.5,
 ) -> bool:
-    """Waits until nothing is queued or in flight, reporting progress; False on timeout."""
+    """Waits until nothing is waiting, delayed, handed, in flight or queued, reporting progress; False on timeout."""
     deadline = time.monotonic() + timeout
     while True:
         left = backlog(settings)
         report(left)
-        if left["queued"] == 0 and left["in_flight"] == 0:
+        if not any(left.values()):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -169,9 +205,16 @@ def print_status(document: dict[str, Any]) -> None:
         console.print(table)
         return
     for queue, depth in document["queues"].items():
-        console.print(f"queue {queue}: {depth} waiting")
-    console.print(f"in flight: {document['in_flight']}")
-    console.print(f"workers: {', '.join(document['workers']) or 'none answering'}")
+        console.print(f"queue {queue}: {depth} message(s)")
+    lanes = Table(title=f"lanes (scheduler: {document['scheduler']})")
+    for column in ("tenant", "class", "waiting", "delayed", "handed", "in flight", "rate/s", "limit/s", "throttled"):
+        lanes.add_column(column, justify="left" if column in ("tenant", "class") else "right")
+    for lane in document["lanes"]:
+        throttled = f"held {lane['held_for']}s" if lane["held_for"] else ("slowed" if lane["throttled"] else "no")
+        counts = [lane[name] for name in ("waiting", "delayed", "handed", "in_flight", "rate", "limit")]
+        lanes.add_row(str(lane["tenant"] or "default"), lane["class"], *map(str, counts), throttled)
+    console.print(lanes)
+    console.print(f"workers: {', '.join(document['workers']) or 'none answering'} ({document['slots']} slots)")
     console.print(f"dead letters: {document['dead_letters']}")
     console.print(f"paused: {'yes' if document['paused'] else 'no'}")
 

@@ -13,14 +13,16 @@ from celery.apps import worker as celery_worker
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutdown
 
 from producers import keys
-from producers.notifier import connect
+from producers.connection import connect
 from worker import config, observe
 from worker.auth import TokenProvider
 from worker.delivery import Delivery
 from worker.graph import GraphClient
+from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore
+from worker.lanes import LaneStore
 from worker.ratelimit import RateLimiter
-from worker.sweeper import Sweeper, stall_after
+from worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,13 @@ class FleetApp(Celery):
 
 
 def create_app(settings: config.Settings | None = None) -> Celery:
-    """The Celery app over Redis, set for at-least-once delivery: late acks, requeue on a lost worker."""
+    """The Celery app over Redis; admin tasks return their results through the Redis result backend.
+
+    A message is only how a ready request reaches a worker: what must happen to it is in Redis (see
+    `worker.lanes`), so a lost, duplicated or late message costs a few seconds at most, never a request.
+    """
     settings = settings or config.load()
-    app = FleetApp("teams_notify", broker=settings.redis_url, include=["worker.tasks"])
+    app = FleetApp("teams_notify", broker=settings.redis_url, backend=settings.redis_url, include=["worker.tasks"])
     app.conf.update(
         task_default_queue=keys.QUEUE,
         task_routes={"teams_notify.admin.*": {"queue": keys.ADMIN_QUEUE}},
@@ -56,10 +62,10 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         task_ignore_result=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,  # a running send keeps its lease alive
         broker_connection_retry_on_startup=True,
-        # A message a dead worker held goes back to the queue after this long. A restored duplicate of a
-        # message still held elsewhere is harmless: each request ends once (jobs.finish, the lease).
+        # A message a dead worker held goes back to the queue after this long; by then the scheduler has
+        # handed its request out again, so the restored copy finds it taken and does nothing.
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout,
             # Sweep for such messages every tenth of the timeout (kombu's default is every 100 s or so).
@@ -69,6 +75,8 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         task_serializer="json",
         teams_notify_log_format=settings.log_format,
         accept_content=["json"],
+        result_serializer="json",
+        result_expires=3600,
     )
     return app
 
@@ -79,15 +87,22 @@ class Resources:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.redis: redis.Redis = connect(settings.redis_url)
-        self.jobs = JobStore(self.redis)
+        self.jobs = JobStore(self.redis, settings.retention)
+        self.lanes = LaneStore(self.redis)
         self.graph = GraphClient(settings.graph_url)
         self.tokens = TokenProvider(settings)
-        client_id, _ = settings.require_credentials()
-        limiter = RateLimiter(self.redis, settings.rate_limits, client_id) if settings.rate_limits else None
-        self.delivery = Delivery(self.jobs, self.tokens, self.graph, settings.tenant_id, limiter=limiter)
+        self.heartbeat = Heartbeat(self.lanes)
+        self.heartbeat.start()
+        self.delivery = Delivery(self.jobs, self.lanes, self.tokens, self.graph, settings.tenant_id, self.heartbeat)
+
+    def limiter(self) -> RateLimiter | None:
+        """Pacing at the configured limits, or None when it is off."""
+        client_id, _ = self.settings.require_credentials()
+        return RateLimiter(self.redis, self.settings.rate_limits, client_id) if self.settings.rate_limits else None
 
     def close(self) -> None:
-        """Closes the pools."""
+        """Stops the heartbeat and closes the pools."""
+        self.heartbeat.stop()
         self.graph.close()
         self.redis.close()
 
@@ -109,41 +124,46 @@ def resources() -> Resources:
 @worker_shutdown.connect
 def _close_resources(**_: Any) -> None:
     global _resources  # noqa: PLW0603 - one set per process, by design
+    _stop_scheduler()
     with _lock:
         if _resources is not None:
             _resources.close()
             _resources = None
 
 
-_sweeper: Sweeper | None = None
+_scheduler: Scheduler | None = None
 
 
 @worker_ready.connect
-def _start_sweeper(sender: Any = None, **_: Any) -> None:
-    """Each worker watches for jobs whose messages were lost (one sweeps per round)."""
-    global _sweeper  # noqa: PLW0603 - one per worker process, by design
+def _start_scheduler(sender: Any = None, **_: Any) -> None:
+    """Each worker runs the scheduler; the one holding its lock hands requests out."""
+    global _scheduler  # noqa: PLW0603 - one per worker, by design
     res = resources()
-    stall = stall_after(res.settings.visibility_timeout)
 
-    def redispatch(job_id: str) -> None:
-        app.send_task(keys.DISPATCH_TASK, args=[job_id], queue=keys.QUEUE)
+    def publish(job_id: str, index: int, lane: str) -> None:
+        app.send_task(keys.SEND_TASK, args=[job_id, index, lane], queue=keys.QUEUE)
 
-    _sweeper = Sweeper(res.redis, stall, redispatch)
-    _sweeper.start()
+    node = getattr(sender, "hostname", None) or "worker"
+    slots = int(getattr(sender, "concurrency", None) or 1)
+    settings = res.settings
+    _scheduler = Scheduler(
+        res.redis,
+        res.jobs,
+        res.limiter(),
+        publish,
+        node=node,
+        slots=slots,
+        default_tenant=settings.tenant_id,
+        retention=settings.retention,
+    )
+    _scheduler.start()
 
 
-@worker_shutdown.connect
-def _stop_sweeper(**_: Any) -> None:
-    if _sweeper is not None:
-        _sweeper.stop()
-
-
-@worker_ready.connect
-def _stay_paused(sender: Any = None, **_: Any) -> None:
-    """A worker that starts while the fleet is paused does not take jobs either."""
-    if sender is not None and resources().redis.exists(keys.paused()):
-        sender.app.control.cancel_consumer(keys.QUEUE, destination=[sender.hostname], reply=False)
-        log.info("the fleet is paused: %s does not take jobs until `teams-notify resume`", sender.hostname)
+def _stop_scheduler() -> None:
+    """Stops this worker's scheduler, handing the lead to another worker at once."""
+    if _scheduler is not None:
+        _scheduler.stop()
+        _scheduler.join(timeout=5)
 
 
 app = create_app()

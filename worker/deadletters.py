@@ -12,8 +12,9 @@ import redis
 from pydantic import BaseModel
 
 from producers import keys
-from producers.message import task_message
+from producers.errors import UnknownJob
 from worker.errors import GraphError
+from worker.jobs import Job
 
 
 class GraphErrorInfo(BaseModel):
@@ -91,9 +92,13 @@ def encoded(letter: DeadLetter) -> tuple[str, str, float]:
 
 
 _REPLAY = """
--- KEYS: dead-letter hash, dead-letter index, job hash, outcomes, overrides, attempts, queue, active jobs
--- ARGV: letter id, request index, recipients in the request, override JSON or '', task message
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+-- KEYS: dead-letter hash, dead-letter index, job hash, outcomes, overrides, attempts, lane, lanes, ended jobs,
+--       then every key of the job that expires with it
+-- ARGV: letter id, request index, recipients in the request, override JSON or '', ref, lane id, job id
+-- Returns 1 if replayed, 0 if the letter is gone, -1 if its job is gone (retention ran out).
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('HGET', KEYS[4], ARGV[2]) == 'dead' then
   redis.call('HDEL', KEYS[4], ARGV[2])
@@ -102,7 +107,10 @@ if redis.call('HGET', KEYS[4], ARGV[2]) == 'dead' then
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[4]) end
 redis.call('HDEL', KEYS[6], ARGV[2])
-redis.call('LPUSH', KEYS[7], ARGV[5])
+redis.call('HDEL', KEYS[3], 'ended_at')
+redis.call('ZREM', KEYS[9], ARGV[7])
+for i = 10, #KEYS do redis.call('PERSIST', KEYS[i]) end
+redis.call('ZADD', KEYS[7], 'NX', redis.call('TIME')[1], ARGV[5])
 redis.call('SADD', KEYS[8], ARGV[6])
 return 1
 """
@@ -116,14 +124,20 @@ class DeadLetterStore:
         self._replay = client.register_script(_REPLAY)
 
     def replay(self, letter: DeadLetter, teams_app_id: str | None = None) -> bool:
-        """Sends the request again: it becomes pending in its job and a send task is queued, atomically.
+        """Sends the request again: it becomes pending in its job and waits in its lane, atomically.
 
         Returns False if the dead letter was already replayed or discarded.
+
+        Raises:
+            UnknownJob: the letter's job has been forgotten (`TEAMS_NOTIFY_RETENTION` ran out).
         """
         recipients = letter.request.body.get("recipients")
         override = json.dumps({"teamsAppId": teams_app_id}) if teams_app_id else ""
-        message = task_message(keys.SEND_TASK, [letter.job_id, letter.request_index], keys.QUEUE)
         job_id = letter.job_id
+        record = cast(dict[str, str], self._redis.hgetall(keys.job(job_id)))
+        if not record:
+            raise UnknownJob(f"dead letter {letter.id}: its job {job_id} is no longer kept; nothing replayed")
+        job = Job.from_record(record)
         replayed = self._replay(
             keys=[
                 keys.dead_letters(),
@@ -132,18 +146,24 @@ class DeadLetterStore:
                 keys.job_outcomes(job_id),
                 keys.job_overrides(job_id),
                 keys.job_attempts(job_id),
-                keys.QUEUE,
-                keys.active_jobs(),
+                keys.lane(job.lane),
+                keys.lanes(),
+                keys.jobs_ended(),
+                *keys.job_keys(job_id),
+                *([keys.idempotency(job.idempotency_key)] if job.idempotency_key else []),
             ],
             args=[
                 letter.id,
                 letter.request_index,
                 len(recipients) if isinstance(recipients, list) else 0,
                 override,
-                message,
+                keys.request_ref(job_id, letter.request_index),
+                job.lane,
                 job_id,
             ],
         )
+        if int(replayed) < 0:
+            raise UnknownJob(f"dead letter {letter.id}: its job {job_id} is no longer kept; nothing replayed")
         return bool(replayed)
 
     def discard(self, letter_id: str) -> bool:

@@ -1,24 +1,31 @@
-"""One Graph request's life: lease, token, send (with short retries), classify, record.
+"""One Graph request's life in a worker: claim, token, send once, classify, record.
 
-`Delivery.deliver` is what the send task runs. It returns what happened; the task turns a `RetryLater`
-into a Celery re-schedule. Every request ends exactly once: sent, or dead-lettered for a person.
+`Delivery.deliver` is what the send task runs, for a request the scheduler handed out with a permit already
+reserved under Graph's limits. It claims the request with a lease (which the process's heartbeat renews),
+sends it once, and then ends it (sent, or dead-lettered for a person) or puts it back in its lane, delayed
+by backoff and Retry-After. Nothing here waits: every wait is a score in Redis. Whatever happens to the
+task (an exception, Redis vanishing, the process killed), the request is recoverable: it is in its lane,
+handed, or in flight under a lease that runs out.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
+from producers import keys
 from worker import deadletters, observe
 from worker.auth import TokenProvider
-from worker.errors import AuthError, GraphError, TokenTooShortLived, TransientGraphError, Unauthorized
+from worker.errors import AuthError, GraphError, Throttled, TokenTooShortLived, TransientGraphError, Unauthorized
 from worker.graph import GraphClient, GraphResult
+from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore, Request
-from worker.ratelimit import RateLimiter
-from worker.retrying import MAX_ATTEMPTS, celery_countdown, in_process
+from worker.lanes import LaneStore
+from worker.retrying import MAX_ATTEMPTS, backoff, persistently, retry_after_of
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +33,15 @@ log = logging.getLogger(__name__)
 #: than this is replaced by a fresh one, which must have at least BULK_TOKEN_REQUIRED left.
 BULK_TOKEN_MIN_LIFETIME = 45 * 60 + 120
 BULK_TOKEN_REQUIRED = 45 * 60 + 10
-#: The longest a worker slot waits for a rate-limit permit; a longer wait goes back to Celery.
-MAX_PERMIT_WAIT = 10.0
 
 
-class LeaseHeld(Exception):
-    """Another worker is sending this request right now (or died doing so)."""
+@dataclass(frozen=True)
+class Lease:
+    """A request this task holds: its lane, its ref and the lease's token."""
 
-
-class Paced(Exception):
-    """The fleet is at Graph's rate limit for this request: come back after `retry_after` seconds."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"paced at Graph's rate limits for {retry_after:.2f}s")
-        self.retry_after = retry_after
+    lane: str
+    ref: str
+    token: str
 
 
 @dataclass(frozen=True)
@@ -58,20 +60,20 @@ class DeadLettered:
 
 @dataclass(frozen=True)
 class Skipped:
-    """Nothing to do: the request already ended, another worker holds it, or its job is gone."""
+    """Nothing sent: the request was not this copy's to send (`stale`, `ended`, `paused`), or its job is gone."""
 
     why: str
 
 
 @dataclass(frozen=True)
-class RetryLater:
-    """A transient failure: try again through Celery after `countdown` seconds."""
+class Deferred:
+    """A transient failure: the request waits in its lane `delay` seconds, then goes out again."""
 
-    countdown: float
+    delay: float
     error: Exception
 
 
-Result = Sent | DeadLettered | Skipped | RetryLater
+Result = Sent | DeadLettered | Skipped | Deferred
 
 
 class Delivery:
@@ -80,109 +82,97 @@ class Delivery:
     def __init__(
         self,
         jobs: JobStore,
+        lanes: LaneStore,
         tokens: TokenProvider,
         graph: GraphClient,
         default_tenant: str | None,
-        sleep: Callable[[float], None] = time.sleep,
-        limiter: RateLimiter | None = None,
-        clock: Callable[[], float] = time.time,
+        heartbeat: Heartbeat | None = None,
+        rand: random.Random | None = None,
     ) -> None:
-        self._clock = clock
-        self._limiter = limiter
         self._jobs = jobs
+        self._lanes = lanes
         self._tokens = tokens
         self._graph = graph
         self._default_tenant = default_tenant
-        self._sleep = sleep
+        self._heartbeat = heartbeat
+        self._rand = rand or random.Random()
 
-    def deliver(self, job_id: str, index: int) -> Result:
-        """Sends request `index` of job `job_id`, once, whoever else holds the same task."""
-        job = self._jobs.load(job_id)
-        if job is None:
-            return Skipped("no such job")
-        request = self._jobs.request(job, index)
-        if request is None:
-            return Skipped(f"job has no request {index}")
-        if self._jobs.outcome(job_id, index) is not None:
-            return Skipped("already ended")
-        not_before = self._jobs.not_before(job_id, index) - self._clock()
-        if not_before > 0:  # a copy of a request that must wait (Retry-After): wait with it
-            return RetryLater(not_before, Paced(not_before))
-        with self._jobs.lease(job_id, index, str(uuid.uuid4())) as held:
-            if not held:
-                # Never drop it: the holder may have died mid-send. Once its lease ends, this copy either
-                # finds the request ended (the holder finished) or sends it.
-                wait = self._jobs.lease_left(job_id, index) + 1.0
-                return RetryLater(wait, LeaseHeld(f"another worker holds request {index}; back in {wait:.0f}s"))
-            return self._attempt(request)
-
-    def _attempt(self, request: Request) -> Result:
-        job = request.job
-        tenant = job.tenant_id or self._default_tenant
-        if tenant is None:
-            error = AuthError("the job names no tenant and TEAMS_NOTIFY_TENANT_ID is not set")
-            return self._dead(request, error)
+    def deliver(self, job_id: str, index: int, lane: str) -> Result:
+        """Sends request `index` of job `job_id` if this copy of the task may: at most once, whoever races it."""
+        lease = Lease(lane, keys.request_ref(job_id, index), uuid.uuid4().hex)
+        status, attempts = self._lanes.claim(lane, job_id, index, lease.token)
+        if status != "claimed":
+            return Skipped(status)
+        if self._heartbeat is not None:
+            self._heartbeat.hold(lane, lease.ref, lease.token)
         try:
-            result = in_process(self._sleep)(self._send, request, tenant)
-        except Paced as paced:
-            observe.REQUESTS.labels(job.endpoint, "paced").inc()
-            return RetryLater(paced.retry_after, paced)
+            return self._claimed(job_id, index, lease, attempts)
+        except Exception as exc:
+            self._give_back(lease, attempts, exc)
+            raise
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.release(lease.ref)
+
+    def _claimed(self, job_id: str, index: int, lease: Lease, attempts: int) -> Result:
+        job = self._jobs.load(job_id)
+        request = self._jobs.request(job, index) if job is not None else None
+        if request is None:
+            self._lanes.abandon(lease.lane, lease.ref)
+            return Skipped("no such job or request")
+        tenant = request.job.tenant_id or self._default_tenant
+        if tenant is None:
+            return self._dead(request, AuthError("the job names no tenant and TEAMS_NOTIFY_TENANT_ID is not set"))
+        try:
+            result = self._send(request, tenant)
         except (GraphError, AuthError) as exc:
-            return self._failed(request, exc)
-        if self._jobs.finish(request, "sent", request_id=result.request_id):
-            observe.REQUESTS.labels(job.endpoint, "sent").inc()
+            return self._failed(request, lease, attempts, exc)
+        ended = persistently()(self._jobs.finish, request, "sent", request_id=result.request_id)
+        if ended:
+            observe.REQUESTS.labels(request.job.endpoint, "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
-            log.info(
-                "request %s/%s sent: HTTP %s request-id %s",
-                job.job_id,
-                request.index,
-                result.status,
-                result.request_id,
-            )
+        log.info(
+            "request %s/%s sent: HTTP %s, request-id %s, client-request-id %s, attempt %d",
+            job_id,
+            index,
+            result.status,
+            result.request_id,
+            result.client_request_id,
+            attempts,
+        )
         return Sent(result)
 
-    def _failed(self, request: Request, exc: GraphError | AuthError) -> Result:
-        """A transient failure comes back later until the attempts run out; anything else is dead-lettered."""
-        transient = exc.transient if isinstance(exc, AuthError) else isinstance(exc, TransientGraphError)
-        attempts = self._jobs.attempts(request.job.job_id, request.index)
-        if not transient or attempts >= MAX_ATTEMPTS:
-            return self._dead(request, exc)
-        countdown = celery_countdown(attempts, exc)
-        self._jobs.defer(request.job.job_id, request.index, self._clock() + countdown)
-        observe.REQUESTS.labels(request.job.endpoint, "retried").inc()
-        log.warning("request %s/%s failed (%s); retrying in %.1fs", request.job.job_id, request.index, exc, countdown)
-        return RetryLater(countdown, exc)
-
     def _send(self, request: Request, tenant: str) -> GraphResult:
-        """One attempt; a 412 or 401 gets one immediate retry with a fresh token."""
-        self._permit(request, tenant)
-        self._jobs.attempt(request.job.job_id, request.index)
+        """One request to Graph; a 412 or 401 gets one immediate retry with a fresh token."""
         try:
             return self._graph.post(request.job.path, request.body, self._token(request, tenant))
         except (TokenTooShortLived, Unauthorized) as exc:
             log.warning("Graph refused the token (%s); retrying with a fresh one", exc)
             self._tokens.invalidate(tenant)
-            self._permit(request, tenant)
-            self._jobs.attempt(request.job.job_id, request.index)
             return self._graph.post(request.job.path, request.body, self._token(request, tenant))
 
     def _token(self, request: Request, tenant: str) -> str:
-        """A bulk send needs a token with over 45 minutes left; other sends take MSAL's cached one."""
+        """A bulk send needs a token with over 45 minutes left; other sends take the cached one."""
         if request.job.bulk:
             return self._tokens.token(tenant, BULK_TOKEN_MIN_LIFETIME, required=BULK_TOKEN_REQUIRED).value
         return self._tokens.token(tenant).value
 
-    def _permit(self, request: Request, tenant: str) -> None:
-        """Waits (briefly) for a permit under Graph's limits; raises Paced when the wait would be long."""
-        if self._limiter is None:
-            return
-        limits = self._limiter.limits_for(request.job, tenant, _single_user(request))
-        waited = 0.0
-        while (wait := self._limiter.acquire(limits)) > 0:
-            if waited + wait > MAX_PERMIT_WAIT:
-                raise Paced(wait)
-            self._sleep(wait)
-            waited += wait
+    def _failed(self, request: Request, lease: Lease, attempts: int, exc: GraphError | AuthError) -> Result:
+        """A transient failure waits in the lane until the attempts run out; anything else is dead-lettered."""
+        transient = exc.transient if isinstance(exc, AuthError) else isinstance(exc, TransientGraphError)
+        if not transient or attempts >= MAX_ATTEMPTS:
+            return self._dead(request, exc)
+        delay = backoff(attempts, exc, self._rand)
+        hold = retry_after_of(exc) if isinstance(exc, Throttled) else 0.0
+        self._lanes.defer(lease.lane, lease.ref, lease.token, delay, hold)
+        if isinstance(exc, Throttled) and exc.status == 429:
+            pace = self._lanes.slow_down(lease.lane)
+            log.warning("lane %s throttled by Graph: held %.2fs, pace now %.0f%%", lease.lane, hold, pace * 100)
+        observe.REQUESTS.labels(request.job.endpoint, "retried").inc()
+        log.warning(
+            "request %s/%s failed (%s); back in its lane for %.1fs", request.job.job_id, request.index, exc, delay
+        )
+        return Deferred(delay, exc)
 
     def _dead(self, request: Request, exc: Exception) -> Result:
         job = request.job
@@ -195,16 +185,16 @@ class Delivery:
             exc=exc,
             attempts=self._jobs.attempts(job.job_id, request.index),
         )
-        if self._jobs.finish(request, "dead", deadletters.encoded(letter), request_id=letter.request_id):
+        dead = deadletters.encoded(letter)
+        if persistently()(self._jobs.finish, request, "dead", dead, request_id=letter.request_id):
             observe.REQUESTS.labels(job.endpoint, "dead_lettered").inc()
             log.error("request %s/%s dead-lettered as %s: %s", job.job_id, request.index, letter.id, exc)
         return DeadLettered(letter)
 
-
-def _single_user(request: Request) -> str | None:
-    """The one user a single send notifies, for the per-user limit (None for bulk and members sends)."""
-    job = request.job
-    if job.endpoint == "user":
-        return job.target
-    recipient = request.body.get("recipient") or {}
-    return recipient.get("userId") if isinstance(recipient, dict) else None
+    def _give_back(self, lease: Lease, attempts: int, exc: Exception) -> None:
+        """After an unexpected error, the request goes back to its lane; if Redis is away, its lease runs out."""
+        log.error("request %s failed unexpectedly (%s: %s); back in its lane", lease.ref, type(exc).__name__, exc)
+        try:
+            self._lanes.defer(lease.lane, lease.ref, lease.token, backoff(attempts, None, self._rand))
+        except redis.RedisError:
+            log.warning("request %s: Redis unreachable; it returns to its lane when its lease runs out", lease.ref)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -20,20 +18,19 @@ from producers import keys
 
 Outcome = Literal["sent", "dead"]
 
-#: Seconds a request stays leased to the worker sending it: longer than one task run (3 attempts, 30 s
-#: timeouts, permit waits). A copy that finds the lease held comes back when it ends (its holder may be dead).
-LEASE_SECONDS = 90
-
 _FINISH = """
--- KEYS: job hash, outcomes hash, dead-letter hash, dead-letter index, request-ids hash, active jobs set
+-- KEYS: job hash, outcomes, dead-letter hash, dead-letter index, request-ids, lane, handed, in-flight,
+--       leases, ended jobs, then every key that expires with the job (its own keys, its idempotency key)
 -- ARGV: request index, outcome, recipients in the request, dead-letter id, dead-letter JSON, timestamp,
---       Graph's request-id or '', job id
+--       Graph's request-id or '', job id, ref, retention seconds
+-- Returns 0 if the request had already ended, 1 if it ends now, 2 if the job ends with it.
+redis.call('ZREM', KEYS[6], ARGV[9])
+redis.call('ZREM', KEYS[7], ARGV[9])
+redis.call('ZREM', KEYS[8], ARGV[9])
+redis.call('HDEL', KEYS[9], ARGV[9])
 if redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2]) == 0 then return 0 end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[1], ARGV[7]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[6])
-if redis.call('HLEN', KEYS[2]) >= tonumber(redis.call('HGET', KEYS[1], 'requests_total')) then
-  redis.call('SREM', KEYS[6], ARGV[8])
-end
 local field = ARGV[2] == 'sent' and 'sent' or 'dead'
 redis.call('HINCRBY', KEYS[1], 'requests_' .. field, 1)
 if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'recipients_' .. field, ARGV[3]) end
@@ -41,7 +38,11 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
 end
-return 1
+if redis.call('HLEN', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'requests_total')) then return 1 end
+redis.call('HSET', KEYS[1], 'ended_at', ARGV[6])
+redis.call('ZADD', KEYS[10], ARGV[6], ARGV[8])
+for i = 11, #KEYS do redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[10]))) end
+return 2
 """
 
 
@@ -57,6 +58,8 @@ class Job:
     body: dict[str, Any]
     requests_total: int
     bulk: bool
+    lane: str
+    idempotency_key: str | None = None
 
     @classmethod
     def from_record(cls, record: dict[str, str]) -> Job:
@@ -70,7 +73,18 @@ class Job:
             body=json.loads(record["body"]),
             requests_total=int(record["requests_total"]),
             bulk=record.get("recipients_total", "") != "",
+            lane=record.get("lane") or keys.lane_id(record.get("tenant_id"), record.get("recipients_total", "") != ""),
+            idempotency_key=record.get("idempotency_key") or None,
         )
+
+    @property
+    def single_user(self) -> str | None:
+        """The one user a single send notifies, for the per-user limit (None for bulk and members sends)."""
+        if self.endpoint == "user":
+            return self.target
+        recipient = self.body.get("recipient")
+        user = recipient.get("userId") if isinstance(recipient, dict) else None
+        return user if isinstance(user, str) else None
 
 
 @dataclass(frozen=True)
@@ -86,8 +100,9 @@ class Request:
 class JobStore:
     """Reads jobs and records how their requests end."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, retention: float = 7 * 86400.0) -> None:
         self._redis = client
+        self._retention = retention
         self._finish = client.register_script(_FINISH)
 
     def load(self, job_id: str) -> Job | None:
@@ -109,33 +124,6 @@ class JobStore:
         recipients = json.loads(chunk)
         return Request(job, index, {**body, "recipients": recipients}, len(recipients))
 
-    def mark_started(self, job_id: str) -> None:
-        """The job leaves `queued` once its dispatch has run."""
-        self._redis.hset(keys.job(job_id), mapping={"started": "1", "updated_at": str(time.time())})
-
-    def defer(self, job_id: str, index: int, until: float) -> None:
-        """The request must not be sent before `until` (epoch seconds), whichever copy of it runs."""
-        pipe = self._redis.pipeline()
-        pipe.hset(keys.job_not_before(job_id), str(index), str(until))
-        pipe.hset(keys.job(job_id), "updated_at", str(time.time()))
-        pipe.execute()
-
-    def not_before(self, job_id: str, index: int) -> float:
-        """The time before which the request must not be sent (0 when none was set)."""
-        return float(cast(str | None, self._redis.hget(keys.job_not_before(job_id), str(index))) or 0)
-
-    def stalled(self, older_than: float) -> list[str]:
-        """Jobs with requests pending that have made no progress since `older_than` (epoch seconds)."""
-        active = sorted(cast(set[str], self._redis.smembers(keys.active_jobs())))
-        stalled = []
-        for job_id in active:
-            updated = cast(str | None, self._redis.hget(keys.job(job_id), "updated_at"))
-            if updated is None:
-                self._redis.srem(keys.active_jobs(), job_id)  # the job record is gone
-            elif float(updated) < older_than:
-                stalled.append(job_id)
-        return stalled
-
     def ended(self, job_id: str) -> set[int]:
         """Indexes of the job's requests that have an outcome."""
         return {int(i) for i in cast(list[str], self._redis.hkeys(keys.job_outcomes(job_id)))}
@@ -143,10 +131,6 @@ class JobStore:
     def outcome(self, job_id: str, index: int) -> str | None:
         """How the request ended, or None while it has not."""
         return cast(str | None, self._redis.hget(keys.job_outcomes(job_id), str(index)))
-
-    def attempt(self, job_id: str, index: int) -> int:
-        """Counts one more attempt of the request and returns the count."""
-        return int(self._redis.hincrby(keys.job_attempts(job_id), str(index), 1))
 
     def attempts(self, job_id: str, index: int) -> int:
         """Attempts made so far."""
@@ -158,10 +142,16 @@ class JobStore:
         outcome: Outcome,
         dead_letter: tuple[str, str, float] | None = None,
         request_id: str | None = None,
-    ) -> bool:
-        """Ends a request once, keeping Graph's request-id; False if it had already ended (a duplicate)."""
-        job_id = request.job.job_id
+    ) -> int:
+        """Ends a request once, keeping Graph's request-id, and takes it out of the scheduler's sets.
+
+        Returns 0 if it had already ended (a duplicate), 1 if it ends now, 2 if its job ends with it (the
+        job's keys then expire after the retention).
+        """
+        job = request.job
+        job_id = job.job_id
         letter_id, letter, at = dead_letter or ("", "", time.time())
+        expiring = keys.job_keys(job_id) + ([keys.idempotency(job.idempotency_key)] if job.idempotency_key else [])
         ended = self._finish(
             keys=[
                 keys.job(job_id),
@@ -169,28 +159,29 @@ class JobStore:
                 keys.dead_letters(),
                 keys.dead_letters_index(),
                 keys.job_request_ids(job_id),
-                keys.active_jobs(),
+                keys.lane(job.lane),
+                keys.lane_handed(job.lane),
+                keys.lane_in_flight(job.lane),
+                keys.leases(),
+                keys.jobs_ended(),
+                *expiring,
             ],
-            args=[request.index, outcome, request.recipients, letter_id, letter, at, request_id or "", job_id],
+            args=[
+                request.index,
+                outcome,
+                request.recipients,
+                letter_id,
+                letter,
+                at,
+                request_id or "",
+                job_id,
+                keys.request_ref(job_id, request.index),
+                self._retention,
+            ],
         )
-        return bool(ended)
+        return int(ended)
 
     def request_ids(self, job_id: str) -> dict[int, str]:
         """Graph's request-id of each ended request that got an answer, by request index."""
         found = cast(dict[str, str], self._redis.hgetall(keys.job_request_ids(job_id)))
         return {int(index): request_id for index, request_id in found.items()}
-
-    def lease_left(self, job_id: str, index: int) -> float:
-        """Seconds until another worker's lease on the request runs out (0 if none is held)."""
-        return max(int(self._redis.ttl(keys.request_lease(job_id, index))), 0)
-
-    @contextmanager
-    def lease(self, job_id: str, index: int, token: str) -> Iterator[bool]:
-        """Holds the request's lease while it is sent; yields False if another worker holds it."""
-        key = keys.request_lease(job_id, index)
-        held = bool(self._redis.set(key, token, nx=True, ex=LEASE_SECONDS))
-        try:
-            yield held
-        finally:
-            if held and self._redis.get(key) == token:
-                self._redis.delete(key)

@@ -1,9 +1,10 @@
-"""Fleet-wide pacing at Graph's published limits, shared by every worker through Redis.
+"""Fleet-wide pacing at Graph's published limits: permits reserved in Redis before a request is handed out.
 
 Each Graph request needs a permit from every limit it falls under (bulk: per tenant and per app; single:
-per tenant, per app, per team or chat, per user). A GCRA over all of them in one Lua script keeps the
-fleet at the limits without bursting past them: requests are spaced one emission interval apart, so Graph
-answers 429 only when someone else shares the app's quota. `TEAMS_NOTIFY_RATE_LIMITS=off` turns it off.
+per tenant, per app, per team or chat, per user). A GCRA over all of them in one Lua script spaces the
+fleet's requests one emission interval apart, so Graph answers 429 only when someone else shares the app's
+quota. The scheduler's leader reserves the permit when it hands a request to a worker, so no worker slot
+ever waits for one. `TEAMS_NOTIFY_RATE_LIMITS=off` turns pacing off.
 """
 
 from __future__ import annotations
@@ -16,36 +17,49 @@ import redis
 from producers import keys
 from worker.jobs import Job
 
-#: Added to every interval: network jitter must not bring two paced requests closer than Graph's window allows.
-PACING_MARGIN = 0.05
+#: Each interval is stretched by this share: the jitter between a permit and the request reaching Graph
+#: must not bring N+1 requests into the window where Graph allows N. 4% tolerates 40 ms in a 1 s window.
+PACING_MARGIN = 0.04
 
 _ACQUIRE = """
--- KEYS: one per limit; ARGV: interval in microseconds per key. Returns 0, or microseconds to wait.
+-- KEYS: one per limit; ARGV: interval in microseconds per key.
+-- Returns {0, 0} with a permit taken from every limit, or {microseconds to wait, index of the limit that
+-- makes the longest wait} with none taken.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local wait = 0
+local wait, worst = 0, 0
 local tats = {}
 for i, key in ipairs(KEYS) do
   local tat = tonumber(redis.call('GET', key) or '0')
   if tat < now then tat = now end
   tats[i] = tat
-  if tat - now > wait then wait = tat - now end
+  if tat - now > wait then wait, worst = tat - now, i end
 end
-if wait > 0 then return wait end
+if wait > 0 then return {wait, worst} end
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[i])
   redis.call('SET', key, tats[i] + interval, 'PX', math.ceil(interval / 1000) + 1000)
 end
-return 0
+return {0, 0}
 """
 
 
 @dataclass(frozen=True)
 class Limit:
-    """One limit a request falls under: its Redis key and the seconds between two requests."""
+    """One limit a request falls under: its Redis key, the seconds between two requests, and whether it is
+    the limit of one target (a user, team or chat) rather than of a whole lane."""
 
     key: str
     interval: float
+    target: bool = False
+
+
+@dataclass(frozen=True)
+class Permit:
+    """A permit (`wait == 0`), or how long until one and the limit that holds it back."""
+
+    wait: float
+    blocked_by: Limit | None = None
 
 
 class RateLimiter:
@@ -56,30 +70,37 @@ class RateLimiter:
         self._limits = limits
         self._app = app_id
 
-    def limits_for(self, job: Job, tenant: str, user_id: str | None) -> list[Limit]:
-        """The limits one request of this job falls under."""
+    def lane_limit(self, bulk: bool) -> float:
+        """Requests a second one tenant's lane of this class may send."""
+        return self._limits["bulk_tenant" if bulk else "single_tenant"]
+
+    def limits_for(self, job: Job, tenant: str, user_id: str | None, pace: float = 1.0) -> list[Limit]:
+        """The limits one request of this job falls under; `pace` (0.5 to 1) slows the tenant's limit."""
         per_second = self._limits
         prefix = f"{keys.PREFIX}:rate:{self._app}"
         if job.bulk:
             found = [
-                Limit(f"{prefix}:bulk:{tenant}", 1 / per_second["bulk_tenant"]),
+                Limit(f"{prefix}:bulk:{tenant}", 1 / (per_second["bulk_tenant"] * pace)),
                 Limit(f"{prefix}:bulk", 1 / per_second["bulk_app"]),
             ]
         else:
             found = [
-                Limit(f"{prefix}:single:{tenant}", 1 / per_second["single_tenant"]),
+                Limit(f"{prefix}:single:{tenant}", 1 / (per_second["single_tenant"] * pace)),
                 Limit(f"{prefix}:single", 1 / per_second["single_app"]),
             ]
             if job.endpoint in ("team", "chat") and job.target:
-                found.append(Limit(f"{prefix}:{job.endpoint}:{job.target.lower()}", 1 / per_second["team"]))
+                team = Limit(f"{prefix}:{job.endpoint}:{job.target.lower()}", 1 / per_second["team"], target=True)
+                found.append(team)
         if user_id:
-            found.append(Limit(f"{prefix}:user:{user_id.lower()}", 60 / per_second["user_minute"]))
+            found.append(Limit(f"{prefix}:user:{user_id.lower()}", 60 / per_second["user_minute"], target=True))
         return found
 
-    def acquire(self, limits: list[Limit]) -> float:
-        """Takes a permit from every limit at once: 0.0, or the seconds to wait before asking again."""
+    def acquire(self, limits: list[Limit]) -> Permit:
+        """Takes a permit from every limit at once, or none and says how long to wait and for which."""
         if not limits:
-            return 0.0
-        intervals = [int((lim.interval + PACING_MARGIN) * 1e6) for lim in limits]
-        wait = self._acquire(keys=[lim.key for lim in limits], args=intervals)
-        return int(wait) / 1e6
+            return Permit(0.0)
+        intervals = [int(lim.interval * (1 + PACING_MARGIN) * 1e6) for lim in limits]
+        wait, worst = self._acquire(keys=[lim.key for lim in limits], args=intervals)
+        if int(wait) <= 0:
+            return Permit(0.0)
+        return Permit(int(wait) / 1e6, limits[int(worst) - 1])

@@ -1,9 +1,12 @@
-"""The one retry policy: short waits in-process (tenacity), long ones handed back to Celery.
+"""The one retry policy: how long a failed request waits in its lane, and how long Redis is waited for.
 
-A transient Graph error is retried in the worker slot only while the wait is short; a Retry-After longer
-than `IN_PROCESS_MAX_WAIT` or a third failure ends the in-process loop, and the task is re-scheduled through
-Celery (`celery_countdown`), always below the broker's visibility timeout. Nothing is ever retried before
-Graph's Retry-After.
+A transient Graph failure puts the request back in its lane, delayed (`backoff`): exponential in the
+attempts made, jittered so that requests failing together spread out, never shorter than Graph's
+Retry-After. The wait costs no worker slot and no Celery countdown: the scheduler hands the request out
+again when its time has come. After `MAX_ATTEMPTS` it is dead-lettered.
+
+`persistently` is the in-process retry (tenacity) for the one step that must not be given up: recording
+what Graph already accepted while Redis is away for a few seconds.
 """
 
 from __future__ import annotations
@@ -12,30 +15,21 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
-from tenacity.stop import stop_base
-from tenacity.wait import wait_exponential_jitter
+import redis
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-from worker.errors import TransientGraphError
-
-#: Attempts of one request inside one task run.
-IN_PROCESS_ATTEMPTS = 3
-#: The longest wait spent sleeping in a worker slot; anything longer goes back to Celery.
-IN_PROCESS_MAX_WAIT = 5.0
-#: How long one task run may spend retrying in-process, all waits included.
-IN_PROCESS_MAX_TIME = 20.0
-#: Attempts of one request (all task runs together) before a transient failure is dead-lettered.
+#: Attempts of one request before a transient failure is dead-lettered.
 MAX_ATTEMPTS = 24
-#: Backoff of Celery re-schedules: first, and cap (kept well under the visibility timeout).
-CELERY_BACKOFF = 5.0
-CELERY_MAX_COUNTDOWN = 240.0
+#: Backoff after the first failed attempt, and its cap.
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 120.0
+#: How long a worker keeps trying to record an outcome while Redis is unreachable.
+REDIS_PATIENCE = 120.0
 
 log = logging.getLogger(__name__)
-_backoff = wait_exponential_jitter(multiplier=0.5, max=IN_PROCESS_MAX_WAIT, jitter=0.5)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -63,42 +57,19 @@ def retry_after_of(exc: BaseException | None) -> float:
     return float(getattr(exc, "retry_after", None) or 0.0)
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    return max(float(_backoff(state)), retry_after_of(exc))
+def backoff(attempts: int, exc: BaseException | None, rand: random.Random | None = None) -> float:
+    """Seconds a request waits after its `attempts`-th failure: jittered exponential, never before Retry-After."""
+    wait = min(MAX_BACKOFF, FIRST_BACKOFF * 2.0 ** min(max(attempts - 1, 0), 16))
+    wait *= 0.5 + (rand or random).random() / 2
+    return max(wait, retry_after_of(exc))
 
 
-class _stop_if_asked_too_long(stop_base):  # noqa: N801 - named like tenacity's own stop conditions
-    """Stops when Graph's Retry-After is too long to sleep in a worker slot."""
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        return retry_after_of(exc) > IN_PROCESS_MAX_WAIT
-
-
-def _log_retry(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    wait = state.next_action.sleep if state.next_action else 0.0
-    log.info("attempt %d failed (%s); retrying in %.2fs", state.attempt_number, exc, wait)
-
-
-def in_process(sleep: Callable[[float], None] = time.sleep) -> Retrying:
-    """Retries TransientGraphError a few times with short, jittered waits that honour Retry-After."""
+def persistently() -> Retrying:
+    """Retries a Redis step through a short outage (connection and timeout errors) for `REDIS_PATIENCE` s."""
     return Retrying(
-        before_sleep=_log_retry,
-        retry=retry_if_exception_type(TransientGraphError),
-        stop=stop_after_attempt(IN_PROCESS_ATTEMPTS)
-        | stop_after_delay(IN_PROCESS_MAX_TIME)
-        | _stop_if_asked_too_long(),
-        wait=_wait,
-        sleep=sleep,
+        retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+        stop=stop_after_delay(REDIS_PATIENCE),
+        wait=wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5),
+        before_sleep=lambda state: log.warning("Redis unreachable (attempt %d); trying again", state.attempt_number),
         reraise=True,
     )
-
-
-def celery_countdown(attempts: int, exc: BaseException | None) -> float:
-    """Seconds before the next task run: exponential in the attempts made, jittered, never before Retry-After."""
-    runs = max(attempts // IN_PROCESS_ATTEMPTS - 1, 0)
-    backoff = min(CELERY_MAX_COUNTDOWN, CELERY_BACKOFF * 2.0 ** min(runs, 16))
-    backoff *= 0.5 + random.random() / 2  # jitter: requests retried together spread out
-    return max(backoff, retry_after_of(exc))

@@ -1,0 +1,344 @@
+"""Where every request waits, in Redis: lanes per tenant and class, handed, in flight, ended.
+
+A request (a ref, `{job_id}:{index}`) is in exactly one place until it ends:
+
+    lane (waiting: score <= now, or delayed: score > now)
+      │  hand: the scheduler's leader took a rate-limit permit for it and published a Celery message
+      ▼
+    handed (score: when it goes back to its lane if no worker has taken it; a lost message costs seconds)
+      │  claim: a worker's send task took it, with a lease (score: when the lease runs out)
+      ▼
+    in flight ──── defer (transient failure: back to the lane, delayed by backoff or Retry-After)
+      │             reap (lease ran out: its worker died or lost Redis; back to the lane at once)
+      ▼
+    ended (jobs.JobStore.finish: sent or dead-lettered, exactly once)
+
+Each move is one Lua script, so two copies of a task, a leader and a worker, or a worker and the reaper can
+race on a request and only one of them wins. Scripts read the time from Redis (`TIME`), so the fleet's hosts
+need not agree on the time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from producers import keys
+
+#: Seconds a worker's lease on a request lasts; its heartbeat renews it every `RENEW_EVERY` while it sends.
+LEASE_SECONDS = 10.0
+RENEW_EVERY = 3.0
+#: Seconds a handed request waits for a worker to take it before it goes back to its lane.
+HAND_TIMEOUT = 10.0
+#: After a 429, a lane's pace drops to this share of its limit (at least `PACE_FLOOR`), then climbs back
+#: by `PACE_CLIMB` of the limit a second while Graph stops throttling.
+PACE_CUT = 0.75
+PACE_FLOOR = 0.5
+PACE_CLIMB = 0.02
+#: Seconds of hand-outs a lane's current rate is measured over.
+RATE_WINDOW = 10.0
+#: Most refs one reap moves back per lane and per set (the leader reaps often).
+REAP_BATCH = 200
+
+_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
+
+_CLAIM = (
+    _NOW
+    + """
+-- KEYS: handed, in-flight, leases, outcomes, paused flag, lane, attempts, job
+-- ARGV: ref, request index, lease token, lease seconds. Returns {status, attempts}.
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'stale', 0} end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'ended', 0} end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('ZADD', KEYS[6], now, ARGV[1])
+  return {'paused', 0}
+end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('HSET', KEYS[8], 'started', '1') end
+return {'claimed', redis.call('HINCRBY', KEYS[7], ARGV[2], 1)}
+"""
+)
+
+_RENEW = (
+    _NOW
+    + """
+-- KEYS: in-flight, leases; ARGV: ref, lease token, lease seconds. 1 while the lease is still this token's.
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
+return 1
+"""
+)
+
+_DEFER = (
+    _NOW
+    + """
+-- KEYS: in-flight, leases, lane, hold, lanes; ARGV: ref, lease token, delay, hold seconds (0: none), lane id.
+-- Returns 1 if the lease was still held, 0 if it had been reaped (the ref then waits at least as long).
+local ready = now + tonumber(ARGV[3])
+local held = 0
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[3], ready, ARGV[1])
+  redis.call('SADD', KEYS[5], ARGV[5])
+  held = 1
+else
+  redis.call('ZADD', KEYS[3], 'XX', 'GT', ready, ARGV[1])
+end
+local hold = tonumber(ARGV[4])
+if hold > 0 and now + hold > tonumber(redis.call('GET', KEYS[4]) or '0') then
+  redis.call('SET', KEYS[4], tostring(now + hold), 'PX', math.ceil(hold * 1000))
+end
+return held
+"""
+)
+
+_REAP = (
+    _NOW
+    + """
+-- KEYS: handed, in-flight, leases, lane; ARGV: batch. Moves what ran out back to the lane; returns how many.
+local back = 0
+for _, ref in ipairs(redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])) do
+  redis.call('ZREM', KEYS[1], ref)
+  redis.call('ZADD', KEYS[4], 'NX', now, ref)
+  back = back + 1
+end
+for _, ref in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])) do
+  redis.call('ZREM', KEYS[2], ref)
+  redis.call('HDEL', KEYS[3], ref)
+  redis.call('ZADD', KEYS[4], 'NX', now, ref)
+  back = back + 1
+end
+return back
+"""
+)
+
+_HAND = (
+    _NOW
+    + """
+-- KEYS: lane, handed, recent; ARGV: ref, hand timeout, rate window. 1 if handed, 0 if it is not ready.
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > now then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])) * 2)
+return 1
+"""
+)
+
+_FORGET = """
+-- KEYS: lanes, lane, handed, in-flight; ARGV: lane id. Drops an empty lane from the set of lanes.
+if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) > 0 then return 0 end
+return redis.call('SREM', KEYS[1], ARGV[1])
+"""
+
+
+@dataclass(frozen=True)
+class LaneState:
+    """One lane as the scheduler and `teams-notify status` see it, read at Redis time `now`."""
+
+    lane: str
+    heads: list[tuple[str, float]]
+    waiting: int
+    delayed: int
+    handed: int
+    in_flight: int
+    held_until: float
+    pace: float
+    recent: int
+    now: float
+
+    @property
+    def head_at(self) -> float | None:
+        """When the lane's first request may go (None: the lane is empty)."""
+        return self.heads[0][1] if self.heads else None
+
+    @property
+    def tenant(self) -> str | None:
+        """The lane's tenant (None: the fleet's default tenant)."""
+        tenant = self.lane.rpartition(":")[0]
+        return None if tenant == "-" else tenant
+
+    @property
+    def bulk(self) -> bool:
+        """True for a lane of bulk sends."""
+        return self.lane.endswith(":" + keys.BULK)
+
+    @property
+    def ready(self) -> bool:
+        """True when its head may be handed out now (not delayed, not held)."""
+        return bool(self.heads) and self.heads[0][1] <= self.now and self.held_until <= self.now
+
+    @property
+    def empty(self) -> bool:
+        """Nothing waiting, delayed, handed or in flight."""
+        return self.waiting + self.delayed + self.handed + self.in_flight == 0
+
+
+def split_ref(ref: str) -> tuple[str, int]:
+    """A ref's job id and request index."""
+    job_id, _, index = ref.rpartition(":")
+    return job_id, int(index)
+
+
+def pace_of(fields: dict[str, str], now: float) -> float:
+    """A lane's share of its limit now: cut after a 429, climbing back linearly since."""
+    if not fields:
+        return 1.0
+    factor = float(fields.get("factor", 1.0)) + (now - float(fields.get("at", now))) * PACE_CLIMB
+    return max(PACE_FLOOR, min(1.0, factor))
+
+
+class LaneStore:
+    """The scripts that move requests between lanes, handed and in flight."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._defer = client.register_script(_DEFER)
+        self._reap = client.register_script(_REAP)
+        self._hand = client.register_script(_HAND)
+        self._forget = client.register_script(_FORGET)
+
+    def claim(self, lane: str, job_id: str, index: int, token: str) -> tuple[str, int]:
+        """Takes a handed request with a lease: (`claimed`, attempts so far including this one), or why not
+        (`stale`: not handed now, another copy took it or it went back; `ended`; `paused`: back in its lane)."""
+        status, attempts = self._claim(
+            keys=[
+                keys.lane_handed(lane),
+                keys.lane_in_flight(lane),
+                keys.leases(),
+                keys.job_outcomes(job_id),
+                keys.paused(),
+                keys.lane(lane),
+                keys.job_attempts(job_id),
+                keys.job(job_id),
+            ],
+            args=[keys.request_ref(job_id, index), index, token, LEASE_SECONDS],
+        )
+        return str(status), int(attempts)
+
+    def renew(self, lane: str, ref: str, token: str) -> bool:
+        """Extends a lease this token holds; False when it was lost (reaped after running out)."""
+        return bool(self._renew(keys=[keys.lane_in_flight(lane), keys.leases()], args=[ref, token, LEASE_SECONDS]))
+
+    def renew_all(self, held: list[tuple[str, str, str]]) -> int:
+        """Renews many leases (lane, ref, token) in one round trip; returns how many were still held."""
+        pipe = self._redis.pipeline(transaction=False)
+        for lane, ref, token in held:
+            self._renew(keys=[keys.lane_in_flight(lane), keys.leases()], args=[ref, token, LEASE_SECONDS], client=pipe)
+        return sum(int(found) for found in pipe.execute())
+
+    def defer(self, lane: str, ref: str, token: str, delay: float, hold: float = 0.0) -> bool:
+        """Puts a request back in its lane, not to be sent for `delay` s; `hold` keeps the whole lane waiting."""
+        held = self._defer(
+            keys=[keys.lane_in_flight(lane), keys.leases(), keys.lane(lane), keys.lane_hold(lane), keys.lanes()],
+            args=[ref, token, max(delay, 0.0), max(hold, 0.0), lane],
+        )
+        return bool(held)
+
+    def reap(self, lane: str) -> int:
+        """Moves handed requests nobody took and in-flight ones whose lease ran out back to the lane."""
+        return int(
+            self._reap(
+                keys=[keys.lane_handed(lane), keys.lane_in_flight(lane), keys.leases(), keys.lane(lane)],
+                args=[REAP_BATCH],
+            )
+        )
+
+    def hand(self, lane: str, ref: str) -> bool:
+        """Moves a ready request from its lane to handed; False if it is no longer there or not ready."""
+        return bool(
+            self._hand(
+                keys=[keys.lane(lane), keys.lane_handed(lane), keys.lane_recent(lane)],
+                args=[ref, HAND_TIMEOUT, RATE_WINDOW],
+            )
+        )
+
+    def delay(self, lane: str, ref: str, until: float) -> None:
+        """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""
+        self._redis.zadd(keys.lane(lane), {ref: until}, xx=True)
+
+    def abandon(self, lane: str, ref: str) -> None:
+        """Lets go of a request in flight whose job is gone (nothing left to send)."""
+        pipe = self._redis.pipeline()
+        pipe.zrem(keys.lane_in_flight(lane), ref)
+        pipe.hdel(keys.leases(), ref)
+        pipe.execute()
+
+    def drop(self, lane: str, ref: str) -> None:
+        """Removes a request whose job is gone from its lane."""
+        self._redis.zrem(keys.lane(lane), ref)
+
+    def forget_if_empty(self, lane: str) -> bool:
+        """Drops an empty lane from the set of lanes (a producer adding to it meanwhile keeps it)."""
+        return bool(
+            self._forget(
+                keys=[keys.lanes(), keys.lane(lane), keys.lane_handed(lane), keys.lane_in_flight(lane)], args=[lane]
+            )
+        )
+
+    def slow_down(self, lane: str) -> float:
+        """After a 429: the lane's pace drops (for the whole fleet) and climbs back while Graph lets it."""
+        now = self.now()
+        fields = cast(dict[str, str], self._redis.hgetall(keys.lane_pace(lane)))
+        factor = max(PACE_FLOOR, pace_of(fields, now) * PACE_CUT)
+        pipe = self._redis.pipeline()
+        pipe.hset(keys.lane_pace(lane), mapping={"factor": str(factor), "at": str(now)})
+        pipe.expire(keys.lane_pace(lane), int((1 - PACE_FLOOR) / PACE_CLIMB) + 60)
+        pipe.execute()
+        return factor
+
+    def now(self) -> float:
+        """Redis' time, the clock every score is measured against."""
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def lane_ids(self) -> list[str]:
+        """Every lane that holds or may hold requests, sorted."""
+        return sorted(cast(set[str], self._redis.smembers(keys.lanes())))
+
+    def states(self, lanes: list[str], peek: int = 1) -> list[LaneState]:
+        """Each lane's first `peek` requests, counts, hold, pace and recent rate, in two round trips."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.time()
+        for lane in lanes:
+            pipe.zrange(keys.lane(lane), 0, peek - 1, withscores=True)
+            pipe.zcard(keys.lane(lane))
+            pipe.zcard(keys.lane_handed(lane))
+            pipe.zcard(keys.lane_in_flight(lane))
+            pipe.get(keys.lane_hold(lane))
+            pipe.hgetall(keys.lane_pace(lane))
+            pipe.zcard(keys.lane_recent(lane))
+        replies: list[Any] = pipe.execute()
+        seconds, micros = replies[0]
+        now = seconds + micros / 1e6
+        pipe = self._redis.pipeline(transaction=False)
+        for lane in lanes:
+            pipe.zcount(keys.lane(lane), "-inf", now)
+        waiting = pipe.execute() if lanes else []
+        states = []
+        for i, lane in enumerate(lanes):
+            head, total, handed, in_flight, hold, pace, recent = replies[1 + 7 * i : 8 + 7 * i]
+            states.append(
+                LaneState(
+                    lane=lane,
+                    heads=[(str(ref), float(at)) for ref, at in head],
+                    waiting=int(waiting[i]),
+                    delayed=int(total) - int(waiting[i]),
+                    handed=int(handed),
+                    in_flight=int(in_flight),
+                    held_until=float(hold or 0),
+                    pace=pace_of(pace, now),
+                    recent=int(recent),
+                    now=now,
+                )
+            )
+        return states

@@ -1,0 +1,270 @@
+"""The delivery scheduler: one leader in the fleet hands ready requests to workers when Graph's limits allow.
+
+Every worker runs this thread; the one holding the leader lock (a `redis.lock.Lock` with a short TTL,
+renewed on every step) pumps, and any other takes over within `LEADER_TTL` seconds if it dies. A step:
+
+1. reaps: requests handed but never taken, and leases that ran out, go back to their lanes;
+2. reads every lane (head, counts, Retry-After hold, adaptive pace) in one round trip;
+3. hands out requests round-robin across lanes, one per lane per turn, while the fleet has free slots:
+   each takes a permit from every Graph limit it falls under (reserved now, so no worker waits for it)
+   and is published to the Celery queue. A lane whose tenant or app limit is spent waits for its next
+   permit; a request held back by its own user's or team's limit steps aside for the next in its lane;
+4. sleeps until the earliest permit, delayed request or hold comes due (at most `MAX_IDLE`).
+
+Single sends have their own lanes and limits, so they never wait behind bulk work; tenants share the
+app-wide limit because lanes take turns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import cast
+
+import redis
+from redis.exceptions import LockError
+
+from producers import keys
+from worker.jobs import Job, JobStore
+from worker.lanes import LaneState, LaneStore, split_ref
+from worker.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+#: Seconds the leader lock lasts unless renewed; a dead leader is replaced within about this long.
+LEADER_TTL = 5.0
+#: How often a worker that is not the leader tries to become it.
+FOLLOWER_POLL = 1.0
+#: Longest and shortest sleep between two steps of the leader.
+MAX_IDLE = 0.05
+MIN_IDLE = 0.002
+#: How often the leader reaps, prunes ended jobs, and workers announce their slots (seconds).
+REAP_EVERY = 1.0
+PRUNE_EVERY = 60.0
+ANNOUNCE_EVERY = 3.0
+#: A worker's announcement of its slots lasts this long unless renewed.
+FLEET_TTL = 15.0
+#: Ready requests read per lane and step.
+PEEK = 8
+#: Job definitions kept in memory by the leader (they never change once enqueued).
+JOB_CACHE = 4096
+
+Publish = Callable[[str, int, str], None]
+
+
+class Fleet:
+    """The workers alive and their slots, each announced in Redis with an expiry."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def announce(self, node: str, slots: int) -> None:
+        """This worker is alive with `slots` task slots, for the next `FLEET_TTL` seconds."""
+        self._redis.hset(keys.fleet(), node, json.dumps({"slots": slots, "expires": time.time() + FLEET_TTL}))
+
+    def leave(self, node: str) -> None:
+        """This worker stops."""
+        self._redis.hdel(keys.fleet(), node)
+
+    def slots(self) -> dict[str, int]:
+        """Live workers and their slots; expired announcements are dropped."""
+        now = time.time()
+        alive: dict[str, int] = {}
+        for node, raw in cast(dict[str, str], self._redis.hgetall(keys.fleet())).items():
+            entry = json.loads(raw)
+            if entry["expires"] < now:
+                self._redis.hdel(keys.fleet(), node)
+            else:
+                alive[node] = int(entry["slots"])
+        return alive
+
+
+class Scheduler(threading.Thread):
+    """Runs in every worker; pumps while it holds the leader lock."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        jobs: JobStore,
+        limiter: RateLimiter | None,
+        publish: Publish,
+        *,
+        node: str,
+        slots: int,
+        default_tenant: str | None,
+        retention: float,
+    ) -> None:
+        super().__init__(name="teams-notify-scheduler", daemon=True)
+        self._redis = client
+        self._lanes = LaneStore(client)
+        self._jobs = jobs
+        self._limiter = limiter
+        self._publish = publish
+        self._fleet = Fleet(client)
+        self._node = node
+        self._slots = slots
+        self._default_tenant = default_tenant
+        self._retention = retention
+        self._lock = client.lock(keys.scheduler_lock(), timeout=LEADER_TTL, thread_local=False)
+        self._leading = False
+        self._turn = 0
+        self._due = {"announce": 0.0, "reap": 0.0, "prune": 0.0}
+        self._cache: OrderedDict[str, Job | None] = OrderedDict()
+        self._stop = threading.Event()
+        self._warned = 0.0
+
+    @property
+    def leading(self) -> bool:
+        """True while this worker is the leader."""
+        return self._leading
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.step()
+            except (redis.RedisError, LockError) as exc:
+                self._leading = False
+                if time.monotonic() - self._warned > 10:
+                    self._warned = time.monotonic()
+                    log.warning("scheduler: Redis unreachable (%s); trying again", exc)
+                wait = FOLLOWER_POLL
+            self._stop.wait(wait)
+        self._step_down()
+
+    def stop(self) -> None:
+        """Ends the loop; the lock is released so another worker leads at once."""
+        self._stop.set()
+
+    def step(self) -> float:
+        """One step: announce, lead if possible, pump if leading; returns seconds to sleep."""
+        if self._due_now("announce", ANNOUNCE_EVERY):
+            self._fleet.announce(self._node, self._slots)
+        if not self._lead():
+            return FOLLOWER_POLL
+        return self.pump()
+
+    def pump(self) -> float:
+        """Reaps, then hands out what Graph's limits and the fleet's free slots allow; returns the sleep."""
+        lanes = self._lanes.lane_ids()
+        if self._due_now("reap", REAP_EVERY):
+            for lane in lanes:
+                if back := self._lanes.reap(lane):
+                    log.warning("lane %s: %d request(s) back from a lost message or an expired lease", lane, back)
+        if self._due_now("prune", PRUNE_EVERY):
+            self._prune()
+        if self._redis.exists(keys.paused()):
+            return MAX_IDLE * 5
+        states = self._lanes.states(lanes, PEEK)
+        free = sum(self._fleet.slots().values()) - sum(s.handed + s.in_flight for s in states)
+        waits = [MAX_IDLE]
+        for state in states:
+            if state.empty:
+                self._lanes.forget_if_empty(state.lane)
+            elif state.head_at is not None and not state.ready:
+                waits.append(max(state.head_at, state.held_until) - state.now)
+        waits.append(self._hand_out(states, free))
+        return max(MIN_IDLE, min(waits))
+
+    def _hand_out(self, states: list[LaneState], free: int) -> float:
+        """Round-robin over the ready lanes, one request per lane per turn; returns the next permit's wait."""
+        queues = {s.lane: [ref for ref, at in s.heads if at <= s.now] for s in states if s.ready}
+        order = sorted(queues)
+        if order:
+            self._turn = (self._turn + 1) % len(order)
+            order = order[self._turn :] + order[: self._turn]
+        by_lane = {s.lane: s for s in states}
+        next_wait = MAX_IDLE
+        while free > 0 and order:
+            for lane in list(order):
+                if free <= 0:
+                    break
+                handed, wait = self._hand_one(by_lane[lane], queues[lane])
+                free -= handed
+                if wait is not None:
+                    next_wait = min(next_wait, wait)
+                if not handed:
+                    order.remove(lane)
+        return next_wait
+
+    def _hand_one(self, state: LaneState, refs: list[str]) -> tuple[int, float | None]:
+        """Hands out the first request of the lane a permit allows: (1, None), or (0, wait for a permit)."""
+        while refs:
+            ref = refs.pop(0)
+            job_id, index = split_ref(ref)
+            job = self._job(job_id)
+            if job is None:
+                self._lanes.drop(state.lane, ref)
+                continue
+            if self._limiter is not None:
+                tenant = state.tenant or self._default_tenant or "-"
+                limits = self._limiter.limits_for(job, tenant, job.single_user, state.pace)
+                permit = self._limiter.acquire(limits)
+                if permit.wait > 0:
+                    if permit.blocked_by is not None and permit.blocked_by.target:
+                        self._lanes.delay(state.lane, ref, state.now + permit.wait)  # step aside
+                        continue
+                    return 0, permit.wait
+            if not self._lanes.hand(state.lane, ref):
+                continue
+            try:
+                self._publish(job_id, index, state.lane)
+            except Exception as exc:  # the broker is away: the request goes back after the hand timeout
+                log.warning("lane %s: request %s not published (%s); it comes back", state.lane, ref, exc)
+                return 0, FOLLOWER_POLL
+            return 1, None
+        return 0, None
+
+    def _job(self, job_id: str) -> Job | None:
+        if job_id in self._cache:
+            self._cache.move_to_end(job_id)
+            return self._cache[job_id]
+        job = self._jobs.load(job_id)
+        self._cache[job_id] = job
+        if len(self._cache) > JOB_CACHE:
+            self._cache.popitem(last=False)
+        return job
+
+    def _prune(self) -> None:
+        """Forgets jobs whose retention has run out (their keys expired by themselves)."""
+        cutoff = time.time() - self._retention
+        expired = cast(list[str], self._redis.zrange(keys.jobs_ended(), "-inf", cutoff, byscore=True))
+        if expired:
+            pipe = self._redis.pipeline()
+            pipe.zrem(keys.jobs_index(), *expired)
+            pipe.zrem(keys.jobs_ended(), *expired)
+            pipe.execute()
+            log.info("retention: forgot %d ended job(s)", len(expired))
+
+    def _lead(self) -> bool:
+        """Holds or takes the leader lock; True while this worker leads."""
+        if self._leading:
+            try:
+                self._lock.reacquire()
+            except LockError:
+                self._leading = False
+                log.warning("%s is no longer the scheduler's leader", self._node)
+        elif self._lock.acquire(blocking=False):
+            self._leading = True
+            self._due["reap"] = 0.0
+            log.info("%s leads the scheduler", self._node)
+        return self._leading
+
+    def _step_down(self) -> None:
+        try:
+            if self._leading:
+                self._lock.release()
+            self._fleet.leave(self._node)
+        except (redis.RedisError, LockError):
+            pass
+        self._leading = False
+
+    def _due_now(self, what: str, every: float) -> bool:
+        now = time.monotonic()
+        if now < self._due[what]:
+            return False
+        self._due[what] = now + every
+        return True
