@@ -81,6 +81,11 @@ def dead_letters_index() -> str:
     return f"{PREFIX}:dead-letters:index"
 
 
+def callbacks() -> str:
+    """A sorted set of ended jobs whose callback task is yet to be sent, by end time."""
+    return f"{PREFIX}:callbacks"
+
+
 def jobs_ended() -> str:
     """A sorted set of ended job ids by end time: what retention prunes from the jobs index."""
     return f"{PREFIX}:jobs:ended"

@@ -12,16 +12,16 @@ from typing import Any, cast
 
 import redis
 
-from producers import keys
+from producers import keys, options
 from producers.connection import DEFAULT_REDIS_URL, connect, redacted
-from producers.errors import BrokerUnavailable, InvalidNotification, UnknownJob
-from producers.ids import check_tenant_id
+from producers.errors import BrokerUnavailable, UnknownJob
 from producers.manifest import Manifest
 from producers.models import MAX_RECIPIENTS_PER_REQUEST, Endpoint, RecipientsNotification, parse_body
+from producers.scripts import CANCEL
 from producers.status import JobStatus
 
-#: The longest idempotency key accepted (it becomes part of a Redis key).
-MAX_IDEMPOTENCY_KEY = 256
+#: The keyword options of every `notify_*`.
+OPTIONS = ("tenant_id", "idempotency_key", "send_at", "callback", "callback_queue")
 
 __all__ = ["DEFAULT_REDIS_URL", "Notifier", "connect", "redacted"]
 
@@ -37,6 +37,7 @@ class Notifier:
     def __init__(self, redis_url: str | None = None, *, manifest: str | None = None) -> None:
         self._url = redis_url or os.environ.get("TEAMS_NOTIFY_REDIS_URL") or DEFAULT_REDIS_URL
         self._redis = connect(self._url)
+        self._cancel = self._redis.register_script(CANCEL)
         manifest = manifest or os.environ.get("TEAMS_NOTIFY_APP_MANIFEST") or None
         self._manifest = Manifest.load(manifest) if manifest else None
 
@@ -67,46 +68,55 @@ class Notifier:
             raise self._unavailable(exc) from None
         if not record:
             raise UnknownJob(f"no job with id {job_id!r}")
-        return JobStatus.from_record(job_id, record).model_dump()
+        return JobStatus.from_record(job_id, record).document()
 
     def close(self) -> None:
         """Closes the connection pool."""
         self._redis.close()
 
-    def _enqueue(
-        self,
-        endpoint: Endpoint,
-        target: str | None,
-        body: Any,
-        *,
-        tenant_id: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> str:
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancels a job: requests not yet handed to Graph are never sent; those in flight finish.
+
+        Returns the job's status (state `cancelled` once nothing is in flight). Idempotent; an ended job
+        is left as it is. Raises UnknownJob if no job has this id.
+        """
+        try:
+            lane = cast(str | None, self._redis.hget(keys.job(job_id), "lane"))
+            if lane is None:
+                raise UnknownJob(f"no job with id {job_id!r}")
+            self._cancel(
+                keys=[
+                    keys.job(job_id),
+                    keys.job_outcomes(job_id),
+                    keys.lane(lane),
+                    keys.lane_handed(lane),
+                    keys.jobs_ended(),
+                    keys.callbacks(),
+                ],
+                args=[job_id, time.time()],
+            )
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from None
+        return self.status(job_id)
+
+    def _enqueue(self, endpoint: Endpoint, target: str | None, body: Any, **given: Any) -> str:
         parsed = parse_body(endpoint, body, target)
         if self._manifest is not None:
             self._manifest.check(parsed)
-        if tenant_id is not None:
-            try:
-                if not isinstance(tenant_id, str):
-                    raise TypeError(f"must be a string, not {type(tenant_id).__name__}")
-                check_tenant_id(tenant_id)
-            except (ValueError, TypeError) as exc:
-                raise InvalidNotification(f"tenant_id: {exc}", "tenant_id") from None
-        if idempotency_key is not None and not (
-            isinstance(idempotency_key, str) and 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY
-        ):
-            raise InvalidNotification(
-                f"idempotency_key must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                "idempotency_key",
-            )
-        record, chunks = _job_record(endpoint, target, parsed, tenant_id, idempotency_key)
-        return self._write(record, chunks, idempotency_key)
+        unknown = sorted(set(given) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {unknown[0]!r} (options: {', '.join(OPTIONS)})")
+        checked = options.check(**given)
+        record, chunks = _job_record(endpoint, target, parsed, checked)
+        return self._write(record, chunks, checked)
 
-    def _write(self, record: dict[str, str], chunks: dict[str, str], idempotency_key: str | None) -> str:
+    def _write(self, record: dict[str, str], chunks: dict[str, str], checked: options.Options) -> str:
         """Writes record, chunks and requests in one transaction; the first job of a key wins."""
         job_id = record["job_id"]
         lane = record["lane"]
-        ready = time.time()
+        idempotency_key = checked.idempotency_key
+        now = time.time()
+        ready = max(checked.send_at or now, now)
         refs = {keys.request_ref(job_id, index): ready for index in range(int(record["requests_total"]))}
         watched = [keys.idempotency(idempotency_key)] if idempotency_key else []
 
@@ -124,7 +134,7 @@ class Notifier:
             pipe.hset(keys.job(job_id), mapping=cast(Mapping[Any, Any], record))
             if chunks:
                 pipe.hset(keys.job_chunks(job_id), mapping=cast(Mapping[Any, Any], chunks))
-            pipe.zadd(keys.jobs_index(), {job_id: ready})
+            pipe.zadd(keys.jobs_index(), {job_id: now})
             pipe.zadd(keys.lane(lane), cast(Mapping[Any, Any], refs))
             pipe.sadd(keys.lanes(), lane)
 
@@ -139,11 +149,7 @@ class Notifier:
 
 
 def _job_record(
-    endpoint: Endpoint,
-    target: str | None,
-    body: Any,
-    tenant_id: str | None,
-    idempotency_key: str | None,
+    endpoint: Endpoint, target: str | None, body: Any, checked: options.Options
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The job hash and, for a bulk job, its requests' recipients by request index."""
     wire = body.wire()
@@ -161,9 +167,12 @@ def _job_record(
         "endpoint": endpoint.value,
         "target": target or "",
         "path": endpoint.path(target),
-        "tenant_id": tenant_id or "",
-        "lane": keys.lane_id(tenant_id, bool(recipients_total)),
-        "idempotency_key": idempotency_key or "",
+        "tenant_id": checked.tenant_id or "",
+        "lane": keys.lane_id(checked.tenant_id, bool(recipients_total)),
+        "idempotency_key": checked.idempotency_key or "",
+        "scheduled_for": checked.scheduled_for,
+        "callback": checked.callback or "",
+        "callback_queue": checked.callback_queue or "",
         "body": json.dumps(wire),
         "created_at": datetime.now(UTC).isoformat(),
         "updated_at": str(time.time()),
@@ -173,5 +182,7 @@ def _job_record(
         "recipients_total": recipients_total,
         "recipients_sent": "0",
         "recipients_dead": "0",
+        "requests_cancelled": "0",
+        "recipients_cancelled": "0",
     }
     return record, chunks

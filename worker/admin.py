@@ -35,6 +35,15 @@ def job_status(settings: Settings, job_id: str) -> dict[str, Any]:
         notifier.close()
 
 
+def cancel(settings: Settings, job_id: str) -> dict[str, Any]:
+    """Cancels a job (see `Notifier.cancel`); returns its status."""
+    notifier = Notifier(settings.redis_url)
+    try:
+        return notifier.cancel(job_id)
+    finally:
+        notifier.close()
+
+
 @contextmanager
 def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     """A Redis client for one admin operation; connection failures become BrokerUnavailable."""
@@ -194,13 +203,14 @@ def print_status(document: dict[str, Any]) -> None:
     """A status document for a person."""
     console = Console()
     if "job_id" in document:
-        table = Table(title=f"job {document['job_id']}: {document['state']}")
-        for column in ("", "total", "sent", "dead-lettered", "pending"):
+        scheduled = f" (scheduled for {document['scheduled_for']})" if document.get("scheduled_for") else ""
+        table = Table(title=f"job {document['job_id']}: {document['state']}{scheduled}")
+        for column in ("", "total", "sent", "dead-lettered", "cancelled", "pending"):
             table.add_column(column, justify="right")
         for name in ("requests", "recipients"):
             counts = document.get(name)
             if counts:
-                row = [counts["total"], counts["sent"], counts["dead_lettered"], counts["pending"]]
+                row = [counts[k] for k in ("total", "sent", "dead_lettered", "cancelled", "pending")]
                 table.add_row(name, *map(str, row))
         console.print(table)
         return

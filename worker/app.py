@@ -26,6 +26,9 @@ from worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
+#: Where a job's callback task goes unless the producer named a queue: Celery's own default queue.
+CELERY_DEFAULT_QUEUE = "celery"
+
 
 class FleetWorker(celery_worker.Worker):
     """Celery's worker, quiet on SIGTERM when logs are JSON (its shutdown line is printed, not logged)."""
@@ -87,7 +90,7 @@ class Resources:
     def __init__(self, settings: config.Settings) -> None:
         self.settings = settings
         self.redis: redis.Redis = connect(settings.redis_url)
-        self.jobs = JobStore(self.redis, settings.retention)
+        self.jobs = JobStore(self.redis)
         self.lanes = LaneStore(self.redis)
         self.graph = GraphClient(settings.graph_url)
         self.tokens = TokenProvider(settings)
@@ -143,6 +146,9 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
     def publish(job_id: str, index: int, lane: str) -> None:
         app.send_task(keys.SEND_TASK, args=[job_id, index, lane], queue=keys.QUEUE)
 
+    def call_back(task: str, queue: str | None, status: dict[str, Any]) -> None:
+        app.send_task(task, args=[status], queue=queue or CELERY_DEFAULT_QUEUE)
+
     node = getattr(sender, "hostname", None) or "worker"
     slots = int(getattr(sender, "concurrency", None) or 1)
     settings = res.settings
@@ -151,6 +157,7 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
         res.jobs,
         res.limiter(),
         publish,
+        call_back,
         node=node,
         slots=slots,
         default_tenant=settings.tenant_id,

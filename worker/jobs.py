@@ -15,14 +15,17 @@ from typing import Any, Literal, cast
 import redis
 
 from producers import keys
+from producers.scripts import END_JOB
 
 Outcome = Literal["sent", "dead"]
 
-_FINISH = """
+_FINISH = (
+    END_JOB
+    + """
 -- KEYS: job hash, outcomes, dead-letter hash, dead-letter index, request-ids, lane, handed, in-flight,
---       leases, ended jobs, then every key that expires with the job (its own keys, its idempotency key)
+--       leases, ended jobs, callbacks
 -- ARGV: request index, outcome, recipients in the request, dead-letter id, dead-letter JSON, timestamp,
---       Graph's request-id or '', job id, ref, retention seconds
+--       Graph's request-id or '', job id, ref
 -- Returns 0 if the request had already ended, 1 if it ends now, 2 if the job ends with it.
 redis.call('ZREM', KEYS[6], ARGV[9])
 redis.call('ZREM', KEYS[7], ARGV[9])
@@ -38,12 +41,9 @@ if ARGV[4] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
   redis.call('ZADD', KEYS[4], ARGV[6], ARGV[4])
 end
-if redis.call('HLEN', KEYS[2]) < tonumber(redis.call('HGET', KEYS[1], 'requests_total')) then return 1 end
-redis.call('HSET', KEYS[1], 'ended_at', ARGV[6])
-redis.call('ZADD', KEYS[10], ARGV[6], ARGV[8])
-for i = 11, #KEYS do redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[10]))) end
-return 2
+return end_job(KEYS[1], KEYS[2], KEYS[10], KEYS[11], ARGV[8], ARGV[6]) and 2 or 1
 """
+)
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,8 @@ class Request:
 class JobStore:
     """Reads jobs and records how their requests end."""
 
-    def __init__(self, client: redis.Redis, retention: float = 7 * 86400.0) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._retention = retention
         self._finish = client.register_script(_FINISH)
 
     def load(self, job_id: str) -> Job | None:
@@ -145,13 +144,11 @@ class JobStore:
     ) -> int:
         """Ends a request once, keeping Graph's request-id, and takes it out of the scheduler's sets.
 
-        Returns 0 if it had already ended (a duplicate), 1 if it ends now, 2 if its job ends with it (the
-        job's keys then expire after the retention).
+        Returns 0 if it had already ended (a duplicate), 1 if it ends now, 2 if its job ends with it.
         """
         job = request.job
         job_id = job.job_id
         letter_id, letter, at = dead_letter or ("", "", time.time())
-        expiring = keys.job_keys(job_id) + ([keys.idempotency(job.idempotency_key)] if job.idempotency_key else [])
         ended = self._finish(
             keys=[
                 keys.job(job_id),
@@ -164,7 +161,7 @@ class JobStore:
                 keys.lane_in_flight(job.lane),
                 keys.leases(),
                 keys.jobs_ended(),
-                *expiring,
+                keys.callbacks(),
             ],
             args=[
                 request.index,
@@ -176,7 +173,6 @@ class JobStore:
                 request_id or "",
                 job_id,
                 keys.request_ref(job_id, request.index),
-                self._retention,
             ],
         )
         return int(ended)

@@ -26,6 +26,7 @@ from typing import Any, cast
 import redis
 
 from producers import keys
+from producers.scripts import CANCEL_ONE, END_JOB
 
 #: Seconds a worker's lease on a request lasts; its heartbeat renews it every `RENEW_EVERY` while it sends.
 LEASE_SECONDS = 10.0
@@ -46,12 +47,19 @@ _NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]
 
 _CLAIM = (
     _NOW
+    + CANCEL_ONE
+    + END_JOB
     + """
--- KEYS: handed, in-flight, leases, outcomes, paused flag, lane, attempts, job
--- ARGV: ref, request index, lease token, lease seconds. Returns {status, attempts}.
+-- KEYS: handed, in-flight, leases, outcomes, paused flag, lane, attempts, job, ended jobs, callbacks
+-- ARGV: ref, request index, lease token, lease seconds, job id. Returns {status, attempts}.
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'stale', 0} end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'ended', 0} end
+if redis.call('HGET', KEYS[8], 'cancelled') == '1' then
+  cancel_one(KEYS[8], KEYS[4], ARGV[2])
+  end_job(KEYS[8], KEYS[4], KEYS[9], KEYS[10], ARGV[5], tostring(now))
+  return {'cancelled', 0}
+end
 if redis.call('EXISTS', KEYS[5]) == 1 then
   redis.call('ZADD', KEYS[6], now, ARGV[1])
   return {'paused', 0}
@@ -209,7 +217,8 @@ class LaneStore:
 
     def claim(self, lane: str, job_id: str, index: int, token: str) -> tuple[str, int]:
         """Takes a handed request with a lease: (`claimed`, attempts so far including this one), or why not
-        (`stale`: not handed now, another copy took it or it went back; `ended`; `paused`: back in its lane)."""
+        (`stale`: not handed now, another copy took it or it went back; `ended`; `cancelled`: its job was
+        cancelled, and so is it now; `paused`: back in its lane)."""
         status, attempts = self._claim(
             keys=[
                 keys.lane_handed(lane),
@@ -220,8 +229,10 @@ class LaneStore:
                 keys.lane(lane),
                 keys.job_attempts(job_id),
                 keys.job(job_id),
+                keys.jobs_ended(),
+                keys.callbacks(),
             ],
-            args=[keys.request_ref(job_id, index), index, token, LEASE_SECONDS],
+            args=[keys.request_ref(job_id, index), index, token, LEASE_SECONDS, job_id],
         )
         return str(status), int(attempts)
 

@@ -23,12 +23,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.exceptions import LockError
 
 from producers import keys
+from producers.status import JobStatus
 from worker.jobs import Job, JobStore
 from worker.lanes import LaneState, LaneStore, split_ref
 from worker.ratelimit import RateLimiter
@@ -54,6 +55,7 @@ PEEK = 8
 JOB_CACHE = 4096
 
 Publish = Callable[[str, int, str], None]
+CallBack = Callable[[str, str | None, dict[str, Any]], None]
 
 
 class Fleet:
@@ -92,6 +94,7 @@ class Scheduler(threading.Thread):
         jobs: JobStore,
         limiter: RateLimiter | None,
         publish: Publish,
+        call_back: CallBack,
         *,
         node: str,
         slots: int,
@@ -104,6 +107,7 @@ class Scheduler(threading.Thread):
         self._jobs = jobs
         self._limiter = limiter
         self._publish = publish
+        self._call_back = call_back
         self._fleet = Fleet(client)
         self._node = node
         self._slots = slots
@@ -156,6 +160,7 @@ class Scheduler(threading.Thread):
                     log.warning("lane %s: %d request(s) back from a lost message or an expired lease", lane, back)
         if self._due_now("prune", PRUNE_EVERY):
             self._prune()
+        self._send_callbacks()
         if self._redis.exists(keys.paused()):
             return MAX_IDLE * 5
         states = self._lanes.states(lanes, PEEK)
@@ -229,15 +234,34 @@ class Scheduler(threading.Thread):
         return job
 
     def _prune(self) -> None:
-        """Forgets jobs whose retention has run out (their keys expired by themselves)."""
+        """Deletes the jobs that ended longer than the retention ago: records, recipients, idempotency keys."""
         cutoff = time.time() - self._retention
-        expired = cast(list[str], self._redis.zrange(keys.jobs_ended(), "-inf", cutoff, byscore=True))
-        if expired:
+        expired = cast(
+            list[str], self._redis.zrange(keys.jobs_ended(), "-inf", cutoff, byscore=True, offset=0, num=500)
+        )
+        for job_id in expired:
+            idempotency = cast(str | None, self._redis.hget(keys.job(job_id), "idempotency_key"))
             pipe = self._redis.pipeline()
-            pipe.zrem(keys.jobs_index(), *expired)
-            pipe.zrem(keys.jobs_ended(), *expired)
+            pipe.delete(*keys.job_keys(job_id), *([keys.idempotency(idempotency)] if idempotency else []))
+            pipe.zrem(keys.jobs_index(), job_id)
+            pipe.zrem(keys.jobs_ended(), job_id)
             pipe.execute()
-            log.info("retention: forgot %d ended job(s)", len(expired))
+        if expired:
+            log.info("retention: deleted %d job(s) that ended over %.0fs ago", len(expired), self._retention)
+
+    def _send_callbacks(self) -> None:
+        """Sends the callback task of each job that ended (at least once: removed only once published)."""
+        for job_id in cast(list[str], self._redis.zrange(keys.callbacks(), 0, 19)):
+            record = cast(dict[str, str], self._redis.hgetall(keys.job(job_id)))
+            if record.get("callback"):
+                status = JobStatus.from_record(job_id, record).document()
+                try:
+                    self._call_back(record["callback"], record.get("callback_queue") or None, status)
+                except Exception as exc:  # the broker is away: the callback stays queued
+                    log.warning("job %s: callback %s not sent (%s); trying again", job_id, record["callback"], exc)
+                    return
+                log.info("job %s ended %s: callback %s sent", job_id, status["state"], record["callback"])
+            self._redis.zrem(keys.callbacks(), job_id)
 
     def _lead(self) -> bool:
         """Holds or takes the leader lock; True while this worker leads."""

@@ -70,3 +70,9 @@ def dead_letters_replay_task(letter_id: str | None = None, teams_app_id: str | N
 def dead_letters_discard_task(letter_id: str | None = None) -> list[str]:
     """`teams-notify dead-letters discard (ID | --all)`; None discards all."""
     return admin.discard(resources().settings, letter_id)
+
+
+@app.task(ignore_result=False, name="teams_notify.admin.cancel")
+def cancel_task(job_id: str) -> dict[str, Any]:
+    """`teams-notify cancel JOB_ID --json`."""
+    return admin.cancel(resources().settings, job_id)

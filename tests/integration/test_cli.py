@@ -57,8 +57,8 @@ def test_send_then_status_json_show_the_job_to_completion(
     assert json.loads(shown.stdout) == {
         "job_id": job_id,
         "state": "completed",
-        "requests": {"total": 2, "sent": 2, "dead_lettered": 0, "pending": 0},
-        "recipients": {"total": 150, "sent": 150, "dead_lettered": 0, "pending": 0},
+        "requests": {"total": 2, "sent": 2, "dead_lettered": 0, "cancelled": 0, "pending": 0},
+        "recipients": {"total": 150, "sent": 150, "dead_lettered": 0, "cancelled": 0, "pending": 0},
     }
     assert len(graph.requests()) == 2
 

@@ -50,8 +50,8 @@ def test_a_10000_recipient_job_is_delivered_by_two_workers_exactly_once(
     assert status == {
         "job_id": job_id,
         "state": "completed",
-        "requests": {"total": 100, "sent": 100, "dead_lettered": 0, "pending": 0},
-        "recipients": {"total": 10_000, "sent": 10_000, "dead_lettered": 0, "pending": 0},
+        "requests": {"total": 100, "sent": 100, "dead_lettered": 0, "cancelled": 0, "pending": 0},
+        "recipients": {"total": 10_000, "sent": 10_000, "dead_lettered": 0, "cancelled": 0, "pending": 0},
     }
     accepted = graph.requests()
     assert len(accepted) == 100
@@ -80,7 +80,7 @@ def test_user_chat_and_team_jobs_are_each_delivered_once(
     statuses = wait_until_ended(notifier, jobs)
 
     assert [s["state"] for s in statuses] == ["completed"] * 3
-    assert all(s["requests"] == {"total": 1, "sent": 1, "dead_lettered": 0, "pending": 0} for s in statuses)
+    assert all(s["requests"] == {"total": 1, "sent": 1, "dead_lettered": 0, "cancelled": 0, "pending": 0} for s in statuses)
     assert all(s["recipients"] is None for s in statuses)
     accepted = sorted(graph.requests(), key=lambda r: r["endpoint"])
     assert [(r["endpoint"], r["target"]) for r in accepted] == [
@@ -126,8 +126,8 @@ def test_a_409_is_dead_lettered_with_graphs_message_and_the_rest_delivered(
     [status] = wait_until_ended(notifier, [job_id])
 
     assert status["state"] == "completed_with_errors"
-    assert status["requests"] == {"total": 3, "sent": 2, "dead_lettered": 1, "pending": 0}
-    assert status["recipients"] == {"total": 250, "sent": 150, "dead_lettered": 100, "pending": 0}
+    assert status["requests"] == {"total": 3, "sent": 2, "dead_lettered": 1, "cancelled": 0, "pending": 0}
+    assert status["recipients"] == {"total": 250, "sent": 150, "dead_lettered": 100, "cancelled": 0, "pending": 0}
     letters = DeadLetterStore(redis.Redis.from_url(redis_url, decode_responses=True)).list()
     [letter] = letters
     assert letter.status == 409
