@@ -36,10 +36,11 @@ from worker.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
-#: Seconds the leader lock lasts unless renewed; a dead leader is replaced within about this long.
-LEADER_TTL = 5.0
-#: How often a worker that is not the leader tries to become it.
-FOLLOWER_POLL = 1.0
+#: Seconds the leader lock lasts unless renewed (every `LEADER_RENEW` s); a dead leader is replaced within
+#: about this long plus `FOLLOWER_POLL`, how often a worker that is not the leader tries to become it.
+LEADER_TTL = 3.0
+LEADER_RENEW = 0.5
+FOLLOWER_POLL = 0.5
 #: Longest and shortest sleep between two steps of the leader.
 MAX_IDLE = 0.05
 MIN_IDLE = 0.002
@@ -116,7 +117,7 @@ class Scheduler(threading.Thread):
         self._lock = client.lock(keys.scheduler_lock(), timeout=LEADER_TTL, thread_local=False)
         self._leading = False
         self._turn = 0
-        self._due = {"announce": 0.0, "reap": 0.0, "prune": 0.0}
+        self._due = {"announce": 0.0, "reap": 0.0, "prune": 0.0, "renew": 0.0}
         self._cache: OrderedDict[str, Job | None] = OrderedDict()
         self._stop = threading.Event()
         self._warned = 0.0
@@ -266,6 +267,8 @@ class Scheduler(threading.Thread):
     def _lead(self) -> bool:
         """Holds or takes the leader lock; True while this worker leads."""
         if self._leading:
+            if not self._due_now("renew", LEADER_RENEW):
+                return True
             try:
                 self._lock.reacquire()
             except LockError:
