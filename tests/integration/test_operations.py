@@ -183,6 +183,61 @@ def test_admin_commands_are_celery_tasks_another_backend_can_send_through_the_br
     broker.close()
 
 
+def test_admin_tasks_return_the_clis_json_through_the_result_backend(
+    start_workers: Callable[..., Any],
+    worker_env: dict[str, str],
+    redis_url: str,
+    notifier: Notifier,
+    graph: SimulatorControl,
+) -> None:
+    everyone = users(150)
+    graph.configure(conflict_user_ids=[everyone[120]])
+    start_workers(1)
+    job_id = notifier.notify_recipients(bulk_body(everyone))
+    wait_until_ended(notifier, [job_id])
+    backend = Celery(broker=redis_url, backend=redis_url)
+
+    def call(name: str, *args: Any) -> Any:
+        return backend.send_task(f"teams_notify.admin.{name}", args=list(args), queue="teams-notify.admin").get(
+            timeout=20
+        )
+
+    try:
+        assert call("status", job_id) == json.loads(cli("status", job_id, "--json", env=worker_env).stdout)
+        fleet = call("status")
+        assert fleet["dead_letters"] == 1
+        assert {"waiting", "delayed", "handed", "in_flight", "lanes", "workers", "paused"} <= set(fleet)
+        [letter] = call("dead_letters_list")
+        assert call("dead_letters_show", letter["id"]) == letter
+        assert call("drain") == {"waiting": 0, "delayed": 0, "handed": 0, "in_flight": 0, "queued": 0}
+        assert call("cancel", job_id)["state"] == "completed_with_errors"  # an ended job stays as it was
+        assert call("dead_letters_discard", letter["id"]) == [letter["id"]]
+        assert call("dead_letters_list") == []
+    finally:
+        backend.close()
+
+
+def test_fleet_status_shows_each_lane_with_its_rate_and_limit(
+    start_workers: Callable[..., Any], worker_env: dict[str, str], notifier: Notifier, graph: SimulatorControl
+) -> None:
+    graph.configure(rate_limits={"bulk_tenant": 2, "bulk_app": 20})
+    worker_env["TEAMS_NOTIFY_RATE_LIMITS"] = "bulk_tenant=2,bulk_app=20"
+    start_workers(1)
+    job_id = notifier.notify_recipients(bulk_body(users(3_000)))
+    wait_until_sent(notifier, job_id, 6)
+
+    fleet = json.loads(cli("status", "--json", env=worker_env).stdout)
+    [lane] = [lane for lane in fleet["lanes"] if lane["class"] == "bulk"]
+    assert lane["tenant"] == worker_env["TEAMS_NOTIFY_TENANT_ID"]
+    assert lane["waiting"] + lane["handed"] + lane["in_flight"] > 0
+    assert lane["published_limit"] == 2
+    assert 0 < lane["rate"] <= 2
+    text = cli("status", env=worker_env)
+    assert text.returncode == 0
+    assert "bulk" in text.stdout
+    assert notifier.cancel(job_id)["requests"]["cancelled"] > 0
+
+
 def test_a_killed_worker_loses_nothing_another_worker_finishes_its_requests_exactly_once(
     start_workers: Callable[..., Any], worker_env: dict[str, str], notifier: Notifier, graph: SimulatorControl
 ) -> None:

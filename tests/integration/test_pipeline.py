@@ -80,7 +80,8 @@ def test_user_chat_and_team_jobs_are_each_delivered_once(
     statuses = wait_until_ended(notifier, jobs)
 
     assert [s["state"] for s in statuses] == ["completed"] * 3
-    assert all(s["requests"] == {"total": 1, "sent": 1, "dead_lettered": 0, "cancelled": 0, "pending": 0} for s in statuses)
+    one = {"total": 1, "sent": 1, "dead_lettered": 0, "cancelled": 0, "pending": 0}
+    assert all(s["requests"] == one for s in statuses)
     assert all(s["recipients"] is None for s in statuses)
     accepted = sorted(graph.requests(), key=lambda r: r["endpoint"])
     assert [(r["endpoint"], r["target"]) for r in accepted] == [

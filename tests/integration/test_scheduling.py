@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from tests.integration.test_pipeline import bulk_body, users
 pytestmark = pytest.mark.integration
 
 ENDED = ("completed", "completed_with_errors", "cancelled")
+BACKEND_WORKER = [sys.executable, "-m", "celery", "-A", "tests.integration.callback_app", "worker", "-P", "solo"]
 
 
 def single_body() -> dict[str, Any]:
@@ -72,7 +74,7 @@ def test_a_time_in_the_past_sends_now_and_a_naive_or_too_distant_time_is_refused
 ) -> None:
     start_workers(1)
     with pytest.raises(ValueError, match="send_at"):
-        notifier.notify_user("jacob@contoso.com", single_body(), send_at=datetime(2030, 1, 1))  # noqa: DTZ001
+        notifier.notify_user("jacob@contoso.com", single_body(), send_at=datetime(2030, 1, 1))
     with pytest.raises(ValueError, match="send_at"):
         notifier.notify_user("jacob@contoso.com", single_body(), send_at=time.time() + 36 * 86400)
     assert redis.Redis.from_url(redis_url).keys("teams-notify:job:*") == []
@@ -121,11 +123,10 @@ def test_cancelling_a_paced_job_stops_it_at_once_and_its_counters_add_up(
 @pytest.fixture
 def backend(redis_url: str, tmp_path: Path) -> Iterator[redis.Redis]:
     """The backend's Celery worker on its own queue, recording the statuses it is called back with."""
-    env = {**cli_env(redis_url), "CALLBACK_REDIS_URL": redis_url}
+    env = {**os.environ, "TEAMS_NOTIFY_REDIS_URL": redis_url, "CALLBACK_REDIS_URL": redis_url}
     log = (tmp_path / "backend.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.integration.callback_app", "worker", "-P", "solo"]
-        + ["-Q", callback_app.QUEUE, "-n", "backend@%h", "--without-heartbeat", "--without-gossip"],
+        [*BACKEND_WORKER, "-Q", callback_app.QUEUE, "-n", "backend@%h", "--without-heartbeat", "--without-gossip"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -137,12 +138,6 @@ def backend(redis_url: str, tmp_path: Path) -> Iterator[redis.Redis]:
     process.wait(30)
     log.close()
     client.close()
-
-
-def cli_env(redis_url: str) -> dict[str, str]:
-    import os  # noqa: PLC0415 - only the backend's environment needs it
-
-    return {**os.environ, "TEAMS_NOTIFY_REDIS_URL": redis_url}
 
 
 def test_a_backend_is_called_back_once_with_the_final_status_of_completed_failed_and_cancelled_jobs(
