@@ -51,7 +51,9 @@ ANNOUNCE_EVERY = 3.0
 #: A worker's announcement of its slots lasts this long unless renewed.
 FLEET_TTL = 15.0
 #: Ready requests read per lane and step.
-PEEK = 8
+PEEK = 32
+#: How soon the leader looks again when ready requests wait for a free slot.
+SLOT_POLL = 0.01
 #: Job definitions kept in memory by the leader (they never change once enqueued).
 JOB_CACHE = 4096
 
@@ -194,6 +196,10 @@ class Scheduler(threading.Thread):
                     next_wait = min(next_wait, wait)
                 if not handed:
                     order.remove(lane)
+                elif not queues[lane] and by_lane[lane].waiting > PEEK:
+                    next_wait = MIN_IDLE  # more are ready than were read: step again at once
+        if free <= 0 and any(queues.values()):
+            next_wait = min(next_wait, SLOT_POLL)  # every slot is busy: look again as soon as one may be free
         return next_wait
 
     def _hand_one(self, state: LaneState, refs: list[str]) -> tuple[int, float | None]:

@@ -239,3 +239,20 @@ def test_the_visibility_timeout_defaults_to_five_minutes_and_must_be_whole_secon
     for bad in ("0", "-1", "soon", "1.5"):
         with pytest.raises(ConfigurationError, match="TEAMS_NOTIFY_VISIBILITY_TIMEOUT"):
             load({"TEAMS_NOTIFY_VISIBILITY_TIMEOUT": bad})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 7 * 86400), ("12h", 43200), ("15m", 900), ("90s", 90), ("45", 45)]
+)
+def test_the_retention_is_a_duration_with_a_unit(text: str, seconds: float) -> None:
+    assert load({"TEAMS_NOTIFY_RETENTION": text}).retention == seconds
+
+
+def test_the_retention_defaults_to_seven_days() -> None:
+    assert load({}).retention == 7 * 86400
+
+
+@pytest.mark.parametrize("text", ["7w", "-1d", "0", "d", "soon", "inf"])
+def test_a_malformed_retention_names_the_variable(text: str) -> None:
+    with pytest.raises(ConfigurationError, match="TEAMS_NOTIFY_RETENTION"):
+        load({"TEAMS_NOTIFY_RETENTION": text})
