@@ -115,7 +115,11 @@ class Notifier:
         job_id = record["job_id"]
         lane = record["lane"]
         idempotency_key = checked.idempotency_key
-        now = time.time()
+        try:
+            seconds, micros = self._redis.time()  # scores are on Redis' clock, whatever this host's says
+        except redis.RedisError as exc:
+            raise self._unavailable(exc) from None
+        now = seconds + micros / 1e6
         ready = max(checked.send_at or now, now)
         refs = {keys.request_ref(job_id, index): ready for index in range(int(record["requests_total"]))}
         watched = [keys.idempotency(idempotency_key)] if idempotency_key else []

@@ -120,6 +120,8 @@ class Delivery:
         if request is None:
             self._lanes.abandon(lease.lane, lease.ref)
             return Skipped("no such job or request")
+        if attempts > MAX_ATTEMPTS:  # every earlier attempt ended its task abruptly (a crash, a bug)
+            return self._dead(request, RuntimeError(f"{attempts - 1} attempts ended without an answer"))
         tenant = request.job.tenant_id or self._default_tenant
         if tenant is None:
             return self._dead(request, AuthError("the job names no tenant and TEAMS_NOTIFY_TENANT_ID is not set"))

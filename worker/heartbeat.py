@@ -26,7 +26,7 @@ class Heartbeat(threading.Thread):
         self._every = every
         self._held: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def hold(self, lane: str, ref: str, token: str) -> None:
         """Keeps renewing this lease until `release`."""
@@ -49,7 +49,7 @@ class Heartbeat(threading.Thread):
         return self._lanes.renew_all(held) if held else 0
 
     def run(self) -> None:
-        while not self._stop.wait(self._every):
+        while not self._stopping.wait(self._every):
             try:
                 self.beat()
             except redis.RedisError as exc:
@@ -57,4 +57,4 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         """Ends the loop."""
-        self._stop.set()
+        self._stopping.set()

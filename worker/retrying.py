@@ -19,7 +19,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import redis
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential, wait_random
 
 #: Attempts of one request before a transient failure is dead-lettered.
 MAX_ATTEMPTS = 24
@@ -69,7 +69,7 @@ def persistently() -> Retrying:
     return Retrying(
         retry=retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
         stop=stop_after_delay(REDIS_PATIENCE),
-        wait=wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.5),
+        wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
         before_sleep=lambda state: log.warning("Redis unreachable (attempt %d); trying again", state.attempt_number),
         reraise=True,
     )

@@ -68,8 +68,13 @@ class Fleet:
         self._redis = client
 
     def announce(self, node: str, slots: int) -> None:
-        """This worker is alive with `slots` task slots, for the next `FLEET_TTL` seconds."""
-        self._redis.hset(keys.fleet(), node, json.dumps({"slots": slots, "expires": time.time() + FLEET_TTL}))
+        """This worker is alive with `slots` task slots, for the next `FLEET_TTL` seconds (by Redis' clock)."""
+        expires = self._now() + FLEET_TTL
+        self._redis.hset(keys.fleet(), node, json.dumps({"slots": slots, "expires": expires}))
+
+    def _now(self) -> float:
+        seconds, micros = self._redis.time()
+        return float(seconds) + micros / 1e6
 
     def leave(self, node: str) -> None:
         """This worker stops."""
@@ -77,7 +82,7 @@ class Fleet:
 
     def slots(self) -> dict[str, int]:
         """Live workers and their slots; expired announcements are dropped."""
-        now = time.time()
+        now = self._now()
         alive: dict[str, int] = {}
         for node, raw in cast(dict[str, str], self._redis.hgetall(keys.fleet())).items():
             entry = json.loads(raw)
@@ -121,7 +126,7 @@ class Scheduler(threading.Thread):
         self._turn = 0
         self._due = {"announce": 0.0, "reap": 0.0, "prune": 0.0, "renew": 0.0}
         self._cache: OrderedDict[str, Job | None] = OrderedDict()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._warned = 0.0
 
     @property
@@ -130,7 +135,7 @@ class Scheduler(threading.Thread):
         return self._leading
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 wait = self.step()
             except (redis.RedisError, LockError) as exc:
@@ -139,12 +144,15 @@ class Scheduler(threading.Thread):
                     self._warned = time.monotonic()
                     log.warning("scheduler: Redis unreachable (%s); trying again", exc)
                 wait = FOLLOWER_POLL
-            self._stop.wait(wait)
+            except Exception:  # a bug must not end the thread: the fleet would stop handing requests out
+                log.exception("scheduler step failed; trying again")
+                wait = FOLLOWER_POLL
+            self._stopping.wait(wait)
         self._step_down()
 
     def stop(self) -> None:
         """Ends the loop; the lock is released so another worker leads at once."""
-        self._stop.set()
+        self._stopping.set()
 
     def step(self) -> float:
         """One step: announce, lead if possible, pump if leading; returns seconds to sleep."""

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
-import celery
 import pytest
 import redis
-from celery.contrib.testing.worker import start_worker
 
 from producers import BrokerUnavailable, InvalidNotification, Notifier, UnknownJob, keys
 from producers.models import Endpoint
@@ -28,6 +26,7 @@ from tests.unit.notification_examples import (
     user_ids,
 )
 from worker.jobs import JobStore
+from worker.lanes import LaneStore
 from worker.sandbox import free_port
 
 
@@ -39,16 +38,9 @@ def notify(notifier: Notifier, endpoint: Endpoint, target: str | None, body: Any
     return str(method(target, body, **options))
 
 
-def queued_messages(store: redis.Redis) -> list[dict[str, Any]]:
-    """The Celery messages on the fleet's queue, oldest first."""
-    return [json.loads(raw) for raw in reversed(store.lrange(keys.QUEUE, 0, -1))]
-
-
-def decoded_body(message: dict[str, Any]) -> list[Any]:
-    """A kombu envelope's body: `[args, kwargs, embed]`."""
-    assert message["properties"]["body_encoding"] == "base64"
-    assert message["content-type"] == "application/json"
-    return list(json.loads(base64.b64decode(message["body"])))
+def waiting(store: redis.Redis) -> int:
+    """Requests waiting in every lane."""
+    return sum(store.zcard(keys.lane(lane)) for lane in store.smembers(keys.lanes()))
 
 
 def closed_port_url(password: str | None = None) -> str:
@@ -56,10 +48,10 @@ def closed_port_url(password: str | None = None) -> str:
     return f"redis://{auth}127.0.0.1:{free_port()}/0"
 
 
-def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_one_dispatch_message(
+def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_50_requests_in_its_lane(
     notifier: Notifier, store: redis.Redis
 ) -> None:
-    job_id = notifier.notify_recipients(bulk_body(5_000))
+    job_id = notifier.notify_recipients(bulk_body(5_000), tenant_id=TENANT)
 
     chunks = store.hgetall(keys.job_chunks(job_id))
     assert sorted(chunks, key=int) == [str(i) for i in range(50)]
@@ -67,12 +59,39 @@ def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_one_dispatch_message(
     assert all(len(json.loads(chunk)) <= 100 for chunk in chunks.values())
     assert [r["userId"] for r in recipients] == user_ids(5_000)
 
-    (message,) = queued_messages(store)
-    assert message["headers"]["task"] == "teams_notify.dispatch"
-    args, kwargs, embed = decoded_body(message)
-    assert (args, kwargs) == ([job_id], {})
-    assert set(embed) >= {"callbacks", "errbacks", "chain", "chord"}
-    assert message["properties"]["delivery_info"]["routing_key"] == "teams-notify"
+    lane = keys.lane_id(TENANT, bulk=True)
+    assert store.smembers(keys.lanes()) == {lane}
+    assert sorted(store.zrange(keys.lane(lane), 0, -1)) == sorted(keys.request_ref(job_id, i) for i in range(50))
+    assert store.llen(keys.QUEUE) == 0, "the scheduler publishes, not the producer"
+
+
+def test_a_jobs_requests_land_in_its_lane_in_the_same_transaction_as_its_record(
+    notifier: Notifier, store: redis.Redis
+) -> None:
+    commands: list[tuple[str, ...]] = []
+    with store.monitor() as monitor:
+        job_id = notifier.notify_user(USER, user_body(), idempotency_key="approvals-2026-11-24")
+        while not commands or commands[-1][0] != "EXEC":
+            commands.append(tuple(monitor.next_command()["command"].split()[:2]))
+
+    lane = keys.lane_id(None, bulk=False)
+    written = commands[commands.index(("MULTI",)) :]
+    assert ("HSET", keys.job(job_id)) in written
+    assert ("ZADD", keys.lane(lane)) in written
+    assert ("SADD", keys.lanes()) in written
+    assert ("SET", keys.idempotency("approvals-2026-11-24")) in written
+    assert store.zrange(keys.lane(lane), 0, -1) == [keys.request_ref(job_id, 0)]
+
+
+def test_a_jobs_requests_are_ready_at_once_even_when_the_producers_clock_runs_ahead(
+    notifier: Notifier, store: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda real=time.time: real() + 120)  # the backend's host is 2 min fast
+    job_id = notifier.notify_user(USER, user_body())
+    monkeypatch.undo()
+
+    lane = keys.lane_id(None, bulk=False)
+    assert store.zscore(keys.lane(lane), keys.request_ref(job_id, 0)) <= LaneStore(store).now()
 
 
 def test_a_bulk_jobs_record_holds_the_body_without_its_recipients(notifier: Notifier, store: redis.Redis) -> None:
@@ -93,8 +112,8 @@ def test_a_new_bulk_jobs_status_is_queued_with_its_counts(notifier: Notifier) ->
     assert notifier.status(job_id) == {
         "job_id": job_id,
         "state": "queued",
-        "requests": {"total": 50, "sent": 0, "dead_lettered": 0, "pending": 50},
-        "recipients": {"total": 5000, "sent": 0, "dead_lettered": 0, "pending": 5000},
+        "requests": {"total": 50, "sent": 0, "dead_lettered": 0, "cancelled": 0, "pending": 50},
+        "recipients": {"total": 5000, "sent": 0, "dead_lettered": 0, "cancelled": 0, "pending": 5000},
     }
 
 
@@ -115,7 +134,7 @@ def test_a_single_sends_status_counts_one_request_and_no_recipients(
     assert status == {
         "job_id": job_id,
         "state": "queued",
-        "requests": {"total": 1, "sent": 0, "dead_lettered": 0, "pending": 1},
+        "requests": {"total": 1, "sent": 0, "dead_lettered": 0, "cancelled": 0, "pending": 1},
         "recipients": None,
     }
     assert json.loads(json.dumps(status)) == status
@@ -139,7 +158,7 @@ def test_the_same_idempotency_key_twice_enqueues_one_job(notifier: Notifier, sto
     second = notifier.notify_recipients(bulk_body(7), idempotency_key="approvals-2026-11-24")
 
     assert second == first
-    assert store.llen(keys.QUEUE) == 1
+    assert waiting(store) == 2
     assert store.zcard(keys.jobs_index()) == 1
     assert notifier.status(first)["recipients"]["total"] == 120
 
@@ -149,7 +168,7 @@ def test_different_idempotency_keys_enqueue_different_jobs(notifier: Notifier, s
     second = notifier.notify_user(USER, user_body(), idempotency_key="b")
 
     assert first != second
-    assert store.llen(keys.QUEUE) == 2
+    assert waiting(store) == 2
 
 
 def test_the_same_idempotency_key_from_many_threads_enqueues_one_job(redis_url: str, store: redis.Redis) -> None:
@@ -170,18 +189,18 @@ def test_the_same_idempotency_key_from_many_threads_enqueues_one_job(redis_url: 
         thread.join()
 
     assert len(set(ids)) == 1
-    assert store.llen(keys.QUEUE) == 1
+    assert waiting(store) == 1
 
 
 @pytest.mark.parametrize("case", INVALID, ids=str)
 def test_an_invalid_body_enqueues_nothing(notifier: Notifier, store: redis.Redis, case: Invalid) -> None:
     notifier.notify_user(USER, user_body())
-    before = (store.dbsize(), store.llen(keys.QUEUE))
+    before = (store.dbsize(), waiting(store))
 
     with pytest.raises(InvalidNotification):
         notify(notifier, case.endpoint, case.target, case.fresh_body(), idempotency_key="key")
 
-    assert (store.dbsize(), store.llen(keys.QUEUE)) == before
+    assert (store.dbsize(), waiting(store)) == before
     assert store.get(keys.idempotency("key")) is None
 
 
@@ -244,7 +263,7 @@ def test_a_redis_that_refuses_the_writes_leaves_nothing_half_written(notifier: N
 
     assert store.dbsize() == 0
     assert notifier.notify_recipients(bulk_body(250), idempotency_key="half")
-    assert store.llen(keys.QUEUE) == 1
+    assert waiting(store) == 3
 
 
 def test_an_unknown_job_is_a_clear_error(notifier: Notifier) -> None:
@@ -281,27 +300,3 @@ def test_importing_producers_loads_neither_the_worker_nor_its_dependencies() -> 
     loaded = set(json.loads(result.stdout))
     assert "producers" in loaded
     assert loaded.isdisjoint({"worker", "msal", "httpx", "celery", "kombu", "tenacity", "requests"})
-
-
-def test_a_real_celery_worker_consumes_the_hand_written_message(notifier: Notifier, redis_url: str) -> None:
-    app = celery.Celery("consumer-test", broker=redis_url, set_as_current=False)
-    app.conf.update(
-        task_default_queue=keys.QUEUE,
-        accept_content=["json"],
-        worker_hijack_root_logger=False,
-        broker_connection_retry_on_startup=True,
-    )
-    received: list[str] = []
-    arrived = threading.Event()
-
-    @app.task(name=keys.DISPATCH_TASK)
-    def dispatch(job_id: str) -> None:
-        received.append(job_id)
-        arrived.set()
-
-    job_id = notifier.notify_recipients(bulk_body(250))
-    with start_worker(app, pool="solo", perform_ping_check=False, queues=[keys.QUEUE], shutdown_timeout=15):
-        assert arrived.wait(15), "the worker never ran the dispatch task"
-
-    assert received == [job_id]
-    app.close()

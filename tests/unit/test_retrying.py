@@ -1,28 +1,32 @@
-"""The retry policy: Retry-After read right, never retried early, long waits handed back to Celery."""
+"""The retry policy: Retry-After read right, backoff never shorter than it, Redis waited for through an outage."""
 
 from __future__ import annotations
 
 import itertools
 import random
+import warnings
 from email.utils import formatdate
 
 import pytest
+import redis
 
-from worker.errors import Conflict, PermanentGraphError, Throttled, TokenTooShortLived, TransientGraphError
+from worker import retrying
+from worker.errors import AuthError, Throttled, TransientGraphError
 from worker.retrying import (
-    CELERY_MAX_COUNTDOWN,
-    IN_PROCESS_ATTEMPTS,
-    IN_PROCESS_MAX_WAIT,
-    celery_countdown,
-    in_process,
+    FIRST_BACKOFF,
+    MAX_ATTEMPTS,
+    MAX_BACKOFF,
+    backoff,
     parse_retry_after,
+    persistently,
+    retry_after_of,
 )
 
 NOW = 1_800_000_000.0
 
 
 class Flaky:
-    """A Graph call that fails with the given errors in turn, then succeeds."""
+    """A Redis step that fails with the given errors in turn, then succeeds."""
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
@@ -32,7 +36,18 @@ class Flaky:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
-        return "sent"
+        return "recorded"
+
+
+class Jitter(random.Random):
+    """A random source that always draws the same number."""
+
+    def __init__(self, draw: float) -> None:
+        super().__init__()
+        self.draw = draw
+
+    def random(self) -> float:
+        return self.draw
 
 
 class FakeSleep:
@@ -84,105 +99,83 @@ def test_a_negative_retry_after_never_means_a_negative_wait(value: str) -> None:
     assert parse_retry_after(value) in (None, 0.0)
 
 
-def test_a_transient_error_is_retried_up_to_three_attempts_in_process() -> None:
-    sleep = FakeSleep()
-    call = Flaky(*(TransientGraphError("HTTP 502", status=502) for _ in range(5)))
-
-    with pytest.raises(TransientGraphError):
-        in_process(sleep)(call)
-
-    assert call.calls == IN_PROCESS_ATTEMPTS == 3
-    assert len(sleep.waits) == 2
-    assert all(0 < wait <= IN_PROCESS_MAX_WAIT for wait in sleep.waits)
-
-
-def test_a_transient_error_that_clears_returns_the_result() -> None:
-    sleep = FakeSleep()
-    call = Flaky(TransientGraphError("HTTP 504", status=504))
-
-    assert in_process(sleep)(call) == "sent"
-    assert call.calls == 2
-
-
-@pytest.mark.parametrize("retry_after", [0.5, 1.5, 3.0, IN_PROCESS_MAX_WAIT])
-def test_in_process_waits_are_never_shorter_than_retry_after(retry_after: float) -> None:
-    for seed in range(20):
-        random.seed(seed)
-        sleep = FakeSleep()
-        call = Flaky(throttled(retry_after), throttled(retry_after))
-
-        assert in_process(sleep)(call) == "sent"
-        assert len(sleep.waits) == 2
-        assert min(sleep.waits) >= retry_after
-
-
-def test_a_retry_after_too_long_to_sleep_stops_at_once() -> None:
-    sleep = FakeSleep()
-    call = Flaky(throttled(IN_PROCESS_MAX_WAIT + 0.1))
-
-    with pytest.raises(Throttled) as caught:
-        in_process(sleep)(call)
-
-    assert call.calls == 1
-    assert sleep.waits == []
-    assert caught.value.retry_after == IN_PROCESS_MAX_WAIT + 0.1
-
-
-def test_a_long_retry_after_on_a_later_attempt_also_stops_without_sleeping_it() -> None:
-    sleep = FakeSleep()
-    call = Flaky(throttled(1.0), throttled(60.0), throttled(1.0))
-
-    with pytest.raises(Throttled):
-        in_process(sleep)(call)
-
-    assert call.calls == 2
-    assert all(wait < 60 for wait in sleep.waits)
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        PermanentGraphError("Invalid recipient", status=400, code="BadRequest"),
-        Conflict("Found multiple applications", status=409),
-        TokenTooShortLived("Token expires soon", status=412),
-        ValueError("a bug of ours"),
-    ],
-)
-def test_an_error_that_is_not_transient_is_not_retried(error: Exception) -> None:
-    sleep = FakeSleep()
-    call = Flaky(error)
-
-    with pytest.raises(type(error)):
-        in_process(sleep)(call)
-
-    assert call.calls == 1
-    assert sleep.waits == []
-
-
 @pytest.mark.parametrize(
     ("attempts", "retry_after"),
-    list(itertools.product([0, 1, 3, 6, 12, 23, 24, 100], [None, 0.0, 1.5, 30.0, 599.0, 900.0, 3000.0])),
+    list(itertools.product([0, 1, 3, 6, 12, 23, MAX_ATTEMPTS, 100], [None, 0.0, 1.5, 30.0, 599.0, 3000.0])),
 )
-def test_a_celery_countdown_is_never_below_retry_after(
-    attempts: int, retry_after: float | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for jitter in (0.0, 0.5, 0.999):
-        monkeypatch.setattr(random, "random", lambda jitter=jitter: jitter)
+def test_a_backoff_is_never_below_retry_after(attempts: int, retry_after: float | None) -> None:
+    for draw in (0.0, 0.5, 0.999):
+        wait = backoff(attempts, throttled(retry_after), Jitter(draw))
 
-        countdown = celery_countdown(attempts, throttled(retry_after))
-
-        assert countdown >= (retry_after or 0)
-        assert countdown > 0
+        assert wait >= (retry_after or 0)
+        assert wait > 0
 
 
-def test_a_celery_countdown_grows_with_attempts_and_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(random, "random", lambda: 0.999)
+def test_a_backoff_grows_with_attempts_up_to_its_cap() -> None:
+    waits = [backoff(attempts, TransientGraphError("HTTP 502"), Jitter(0.999)) for attempts in range(1, 40)]
 
-    countdowns = [celery_countdown(attempts, TransientGraphError("HTTP 502")) for attempts in range(3, 100, 3)]
+    assert waits == sorted(waits)
+    assert waits[0] <= FIRST_BACKOFF < waits[1]
+    assert waits[-1] <= MAX_BACKOFF
 
-    assert countdowns == sorted(countdowns)
-    assert countdowns[0] < countdowns[-1] <= CELERY_MAX_COUNTDOWN
+
+def test_a_backoff_is_jittered_so_requests_failing_together_spread_out() -> None:
+    waits = {backoff(5, None, Jitter(draw)) for draw in (0.0, 0.25, 0.5, 0.75)}
+
+    assert len(waits) == 4
+    assert max(waits) <= 2 * min(waits)
 
 
-def test_a_celery_countdown_without_an_error_is_a_plain_backoff() -> None:
-    assert 0 < celery_countdown(3, None) <= CELERY_MAX_COUNTDOWN
+def test_a_backoff_without_an_error_is_a_plain_backoff() -> None:
+    assert 0 < backoff(3, None) <= MAX_BACKOFF
+
+
+@pytest.mark.parametrize(
+    ("error", "seconds"),
+    [(throttled(7.5), 7.5), (throttled(None), 0.0), (TransientGraphError("HTTP 502"), 0.0), (None, 0.0)],
+)
+def test_retry_after_of_an_error_is_what_graph_asked_for(error: Exception | None, seconds: float) -> None:
+    assert retry_after_of(error) == seconds
+
+
+def test_retry_after_of_an_auth_error_is_nothing() -> None:
+    assert retry_after_of(AuthError("Entra is away", transient=True)) == 0.0
+
+
+@pytest.mark.parametrize("error", [redis.ConnectionError("refused"), redis.TimeoutError("timed out")])
+def test_recording_an_outcome_waits_for_redis_through_a_short_outage(error: Exception) -> None:
+    sleep = FakeSleep()
+    step = Flaky(error, error, error)
+
+    assert persistently().copy(sleep=sleep)(step) == "recorded"
+
+    assert step.calls == 4
+    assert len(sleep.waits) == 3
+    assert all(0 < wait <= 5.5 for wait in sleep.waits)
+
+
+@pytest.mark.parametrize("error", [redis.ResponseError("WRONGTYPE"), ValueError("a bug of ours")])
+def test_an_error_that_waiting_cannot_fix_is_raised_at_once(error: Exception) -> None:
+    sleep = FakeSleep()
+    step = Flaky(error)
+
+    with pytest.raises(type(error)):
+        persistently().copy(sleep=sleep)(step)
+
+    assert (step.calls, sleep.waits) == (1, [])
+
+
+def test_a_redis_outage_longer_than_its_patience_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrying, "REDIS_PATIENCE", 0.0)
+    step = Flaky(redis.ConnectionError("refused"), redis.ConnectionError("refused"))
+
+    with pytest.raises(redis.ConnectionError):
+        persistently().copy(sleep=FakeSleep())(step)
+
+    assert step.calls == 1
+
+
+def test_the_redis_retry_policy_is_built_without_deprecated_arguments() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        persistently()
