@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
@@ -24,7 +25,7 @@ from worker.errors import AuthError, GraphError, Throttled, TokenTooShortLived, 
 from worker.graph import GraphClient, GraphResult
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore, Request
-from worker.lanes import LaneStore
+from worker.lanes import RENEW_EVERY, LaneStore
 from worker.retrying import MAX_ATTEMPTS, backoff, persistently, retry_after_of
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Lease:
     lane: str
     ref: str
     token: str
+    claimed_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,10 @@ class Delivery:
         if tenant is None:
             return self._dead(request, AuthError("the job names no tenant and TEAMS_NOTIFY_TENANT_ID is not set"))
         try:
-            result = self._send(request, tenant)
+            token = self._token(request, tenant)
+            if not self._still_held(lease):
+                return Skipped("lease lost before sending")
+            result = self._send(request, tenant, token)
         except (GraphError, AuthError) as exc:
             return self._failed(request, lease, attempts, exc)
         ended = persistently()(self._jobs.finish, request, "sent", request_id=result.request_id)
@@ -144,10 +149,17 @@ class Delivery:
         )
         return Sent(result)
 
-    def _send(self, request: Request, tenant: str) -> GraphResult:
+    def _still_held(self, lease: Lease) -> bool:
+        """Fencing before the send: after a long wait for a token, the lease is renewed or found lost (then
+        the request went back to its lane and is someone else's to send)."""
+        if time.monotonic() - lease.claimed_at < RENEW_EVERY:
+            return True  # the claim itself is this recent
+        return self._lanes.renew(lease.lane, lease.ref, lease.token)
+
+    def _send(self, request: Request, tenant: str, token: str) -> GraphResult:
         """One request to Graph; a 412 or 401 gets one immediate retry with a fresh token."""
         try:
-            return self._graph.post(request.job.path, request.body, self._token(request, tenant))
+            return self._graph.post(request.job.path, request.body, token)
         except (TokenTooShortLived, Unauthorized) as exc:
             log.warning("Graph refused the token (%s); retrying with a fresh one", exc)
             self._tokens.invalidate(tenant)

@@ -20,6 +20,7 @@ import redis
 from producers import Notifier, keys
 from tests.unit.notification_examples import CHAT, TEAM, TENANT, USER, bulk_body, chat_body, team_body, user_body
 from tests.unit.notification_examples import user_ids as ids_of
+from worker import delivery as delivery_module
 from worker import lanes as lanes_module
 from worker.auth import AccessToken
 from worker.deadletters import DeadLetterStore
@@ -625,3 +626,30 @@ def test_entra_refusing_a_token_is_retried_only_when_it_may_pass(
     if isinstance(result, DeadLettered):
         assert result.letter.reason == "auth"
         assert "invalid_client" in result.letter.error.message
+
+
+@pytest.mark.parametrize("reaped", [True, False])
+def test_a_request_whose_lease_was_lost_while_it_waited_for_a_token_is_not_sent_by_this_copy(
+    world_of: Callable[..., World], store: redis.Redis, monkeypatch: pytest.MonkeyPatch, reaped: bool
+) -> None:
+    monkeypatch.setattr(delivery_module, "RENEW_EVERY", 0.0)  # the token wait counts as long: fence every send
+    world = world_of(httpx.Response(204))
+    job_id = world.notifier.notify_user(USER, user_body())
+    ref = keys.request_ref(job_id, 0)
+    slow_token = world.tokens.token
+
+    def token_after_the_lease_ran_out(tenant_id: str, *args: Any, **kwargs: Any) -> AccessToken:
+        if reaped:  # meanwhile the reaper gave the request back to its lane, for another worker to send
+            store.hdel(keys.leases(), ref)
+        return slow_token(tenant_id, *args, **kwargs)
+
+    world.tokens.token = token_after_the_lease_ran_out  # type: ignore[method-assign]
+    world.hand(job_id)
+    result = world.deliver(job_id)
+
+    if reaped:
+        assert result == Skipped("lease lost before sending")
+        assert world.graph.requests == []
+    else:
+        assert isinstance(result, Sent)
+        assert len(world.graph.requests) == 1
