@@ -1,8 +1,9 @@
 """Checks a body against the Teams app manifest, as Teams would when it renders the notification.
 
 Graph accepts some bodies the manifest cannot render (an undeclared activity type, a missing template
-parameter, an icon the activity type does not allow); checking them at enqueue time turns a silent
-non-delivery into an error the caller sees. Used when `TEAMS_NOTIFY_APP_MANIFEST` names a manifest.
+parameter, an icon the activity type does not allow, a `systemDefault` without its `systemDefaultText`);
+checking them at enqueue time turns a silent non-delivery into an error the caller sees. Used when
+`TEAMS_NOTIFY_APP_MANIFEST` names a manifest.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from producers.models import NotificationBody
 
 #: Graph's reserved activity type: free text, not declared in the manifest.
 SYSTEM_DEFAULT = "systemDefault"
+#: The template parameter holding a `systemDefault` notification's free text (Microsoft's example 8 of
+#: "Send activity feed notifications to users in Microsoft Teams"): without it Teams has nothing to show.
+SYSTEM_DEFAULT_TEXT = "systemDefaultText"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 #: Template parameters Teams fills in itself.
 _IMPLICIT = {"actor"}
@@ -57,6 +61,7 @@ class Manifest:
     def check(self, body: NotificationBody) -> None:
         """Raises InvalidNotification when Teams could not render this body with this manifest."""
         if body.activity_type == SYSTEM_DEFAULT:
+            self._check_system_default(body)
             return
         declared = self.activity_types.get(body.activity_type)
         if declared is None:
@@ -81,4 +86,14 @@ class Manifest:
         if body.icon_id is not None and body.icon_id not in (declared.allowed_icon_ids or ()):
             raise InvalidNotification(
                 f"iconId {body.icon_id!r} is not in the allowedIconIds of {body.activity_type!r}", "iconId"
+            )
+
+    @staticmethod
+    def _check_system_default(body: NotificationBody) -> None:
+        """A `systemDefault` notification carries its text in the `systemDefaultText` template parameter."""
+        given = {p.name: p.value for p in body.template_parameters or [] if p.name is not None}
+        if not (given.get(SYSTEM_DEFAULT_TEXT) or "").strip():
+            raise InvalidNotification(
+                f"templateParameters: {SYSTEM_DEFAULT!r} needs a {SYSTEM_DEFAULT_TEXT} parameter with the text to show",
+                "templateParameters",
             )

@@ -8,6 +8,7 @@ are removed.
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -33,6 +34,20 @@ from producers.errors import InvalidNotification
 
 #: Graph takes at most this many recipients in one sendActivityNotificationToRecipients request.
 MAX_RECIPIENTS_PER_REQUEST = 100
+
+#: The longest `topic.webUrl` and `topic.value` accepted, in characters. Graph documents no limit; field
+#: reports show it refusing a `webUrl` over 1,024 characters, so a sender near this bound should test its
+#: own links against Graph. Lower it here to refuse such links at enqueue time.
+MAX_URL_LENGTH = 2048
+
+#: `previewText.content` of this many bytes (UTF-8) or more is refused: Teams shows 150 characters, so a
+#: body this large is a mistake (a whole document pasted as the preview), not a notification.
+MAX_PREVIEW_BYTES = 64 * 1024
+
+#: Teams shows only this many characters of `previewText.content`; a longer one is sent, with a warning.
+PREVIEW_SHOWN = 150
+
+log = logging.getLogger(__name__)
 
 _INT64 = (-(2**63), 2**63 - 1)
 _ODATA = "microsoft.graph."
@@ -65,7 +80,13 @@ def _https_url(value: str) -> str:
     return value
 
 
-HttpsUrl = Annotated[StrictStr, AfterValidator(_https_url)]
+def _within_url_limit(value: str) -> str:
+    if len(value) > MAX_URL_LENGTH:
+        raise ValueError(f"{len(value):,} characters, more than the {MAX_URL_LENGTH:,} allowed (MAX_URL_LENGTH)")
+    return value
+
+
+HttpsUrl = Annotated[StrictStr, AfterValidator(_within_url_limit), AfterValidator(_https_url)]
 UserId = Annotated[StrictStr, AfterValidator(ids.check_user_id)]
 TeamId = Annotated[StrictStr, AfterValidator(ids.check_team_id)]
 ChatId = Annotated[StrictStr, AfterValidator(ids.check_chat_id)]
@@ -94,7 +115,7 @@ class Topic(GraphModel):
     """teamworkActivityTopic: what the feed item links to."""
 
     source: Literal["entityUrl", "text"]
-    value: Annotated[StrictStr, Field(min_length=1)]
+    value: Annotated[StrictStr, Field(min_length=1), AfterValidator(_within_url_limit)]
     web_url: HttpsUrl | None = Field(default=None, validate_default=True)
 
     @field_validator("value")
@@ -117,6 +138,17 @@ class ItemBody(GraphModel):
 
     content: StrictStr
     content_type: Literal["text", "html"] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _bounded(cls, content: str) -> str:
+        size = len(content.encode("utf-8"))
+        if size >= MAX_PREVIEW_BYTES:
+            raise ValueError(
+                f"{size:,} bytes: {MAX_PREVIEW_BYTES // 1024} KB or more is refused "
+                f"(Teams shows the first {PREVIEW_SHOWN} characters)"
+            )
+        return content
 
 
 class KeyValuePair(GraphModel):
@@ -212,6 +244,13 @@ class NotificationBody(GraphModel):
     teams_app_id: Annotated[StrictStr, Field(min_length=1)] | None = None
     icon_id: Annotated[StrictStr, Field(min_length=1)] | None = None
 
+    def notes(self) -> list[str]:
+        """What Graph accepts but Teams will not show in full: worth a warning, and a note on the job."""
+        shown = len(self.preview_text.content)
+        if shown > PREVIEW_SHOWN:
+            return [f"previewText.content: {shown} characters; Teams shows only the first {PREVIEW_SHOWN}"]
+        return []
+
 
 class UserNotification(NotificationBody):
     """POST /users/{id}/teamwork/sendActivityNotification: the user is in the URL, not the body."""
@@ -293,6 +332,8 @@ def parse_body(endpoint: Endpoint, body: object, target: str | None = None) -> N
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise InvalidNotification(f"invalid {endpoint.value} notification: {field}: {message}{more}", field) from None
     _check_target(endpoint, parsed, target)
+    for note in parsed.notes():
+        log.warning("%s notification (activityType %r): %s", endpoint.value, parsed.activity_type, note)
     return parsed
 
 

@@ -93,7 +93,7 @@ class Resources:
         self.jobs = JobStore(self.redis)
         self.lanes = LaneStore(self.redis)
         self.graph = GraphClient(settings.graph_url)
-        self.tokens = TokenProvider(settings)
+        self.tokens = TokenProvider(settings, self.redis)
         self.heartbeat = Heartbeat(self.lanes)
         self.heartbeat.start()
         self.delivery = Delivery(self.jobs, self.lanes, self.tokens, self.graph, settings.tenant_id, self.heartbeat)
@@ -106,6 +106,7 @@ class Resources:
     def close(self) -> None:
         """Stops the heartbeat and closes the pools."""
         self.heartbeat.stop()
+        self.tokens.close()
         self.graph.close()
         self.redis.close()
 
@@ -149,8 +150,10 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
     def call_back(task: str, queue: str | None, status: dict[str, Any]) -> None:
         app.send_task(task, args=[status], queue=queue or CELERY_DEFAULT_QUEUE)
 
-    node = getattr(sender, "hostname", None) or "worker"
-    slots = int(getattr(sender, "concurrency", None) or 1)
+    # worker_ready's sender is the worker's Consumer; its controller (the WorkController) knows the pool size.
+    controller = getattr(sender, "controller", None)
+    node = getattr(sender, "hostname", None) or getattr(controller, "hostname", None) or "worker"
+    slots = int(getattr(controller, "concurrency", None) or 1)
     settings = res.settings
     _scheduler = Scheduler(
         res.redis,

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from producers.connection import DEFAULT_REDIS_URL, redacted
 from producers.errors import ConfigurationError
 from producers.ids import check_tenant_id, is_guid
-from producers.notifier import DEFAULT_REDIS_URL, redacted
+from worker import credentials
+from worker.credentials import ClientCredential
 
 #: Graph and Entra hosts of each national cloud (learn.microsoft.com/graph/deployments).
 CLOUDS: dict[str, tuple[str, str]] = {
@@ -55,6 +57,8 @@ class Settings:
     tenant_id: str | None = None
     client_id: str | None = None
     client_secret: str | None = field(default=None, repr=False)
+    client_certificate: str | None = None
+    client_certificate_password: str | None = field(default=None, repr=False)
     rate_limits: Mapping[str, float] | None = field(default_factory=lambda: dict(GRAPH_RATE_LIMITS))
     metrics_port: int = 9808
     log_format: LogFormat = "auto"
@@ -65,10 +69,13 @@ class Settings:
 
     def __repr__(self) -> str:
         secret = "'***'" if self.client_secret else "None"
+        password = "'***'" if self.client_certificate_password else "None"
         return (
             f"Settings(redis_url={redacted(self.redis_url)!r}, cloud={self.cloud!r}, graph_url={self.graph_url!r}, "
             f"authority_host={self.authority_host!r}, tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
-            f"client_secret={secret}, rate_limits={self.rate_limits!r}, metrics_port={self.metrics_port}, "
+            f"client_secret={secret}, client_certificate={self.client_certificate!r}, "
+            f"client_certificate_password={password}, rate_limits={self.rate_limits!r}, "
+            f"metrics_port={self.metrics_port}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"visibility_timeout={self.visibility_timeout}, retention={self.retention:g})"
         )
@@ -85,12 +92,30 @@ class Settings:
         return self.authority_host not in {host for _, host in CLOUDS.values()}
 
     def require_credentials(self) -> tuple[str, str]:
-        """The client id and secret a worker needs to get tokens; a clear error if either is missing."""
+        """The client id and the credential a worker needs to get tokens: the secret, or the certificate file's
+        path when a certificate replaces it (checked: its key, password and certificate); a clear error if not.
+        """
+        credential = self.credential()
+        return credential.client_id, credential.source or self.client_secret or ""
+
+    def credential(self) -> ClientCredential:
+        """The app's credential with Entra: the certificate when one is set (it replaces the secret), else the secret.
+
+        Raises:
+            ConfigurationError: naming the variable that is missing or whose certificate cannot be used.
+        """
         if not self.client_id:
             raise ConfigurationError("TEAMS_NOTIFY_CLIENT_ID is not set: the worker needs the Entra app's client id")
+        if self.client_certificate:
+            return credentials.from_certificate_file(
+                self.client_id, self.client_certificate, self.client_certificate_password
+            )
         if not self.client_secret:
-            raise ConfigurationError("TEAMS_NOTIFY_CLIENT_SECRET is not set: the worker needs the Entra app's secret")
-        return self.client_id, self.client_secret
+            raise ConfigurationError(
+                "TEAMS_NOTIFY_CLIENT_SECRET is not set: the worker needs the Entra app's secret "
+                "(or a certificate in TEAMS_NOTIFY_CLIENT_CERTIFICATE)"
+            )
+        return credentials.from_secret(self.client_id, self.client_secret)
 
 
 def _url(name: str, value: str) -> str:
@@ -127,7 +152,7 @@ def parse_rate_limits(value: str) -> dict[str, float] | None:
 def parse_duration(name: str, value: str) -> float:
     """A positive duration such as `90s`, `15m`, `12h` or `7d` (a bare number is seconds), in seconds."""
     text = value.strip().lower()
-    unit = _DURATION_UNITS.get(text[-1:], None) if text else None
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
     number = text[:-1] if unit is not None else text
     try:
         seconds = float(number) * (unit or 1)
@@ -175,6 +200,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     visibility = get("TEAMS_NOTIFY_VISIBILITY_TIMEOUT") or "300"
     if not visibility.isdigit() or int(visibility) < 1:
         raise ConfigurationError(f"TEAMS_NOTIFY_VISIBILITY_TIMEOUT={visibility!r} is not a number of seconds")
+    certificate = get("TEAMS_NOTIFY_CLIENT_CERTIFICATE")
+    if certificate is not None and not os.path.isfile(certificate):
+        raise ConfigurationError(f"TEAMS_NOTIFY_CLIENT_CERTIFICATE={certificate!r}: no such file")
     manifest = get("TEAMS_NOTIFY_APP_MANIFEST")
     if manifest is not None and not os.path.isfile(manifest):
         raise ConfigurationError(f"TEAMS_NOTIFY_APP_MANIFEST={manifest!r}: no such file")
@@ -186,6 +214,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         tenant_id=tenant_id,
         client_id=client_id,
         client_secret=get("TEAMS_NOTIFY_CLIENT_SECRET"),
+        client_certificate=certificate,
+        # A password may start or end with spaces: taken as it is, not stripped.
+        client_certificate_password=env.get("TEAMS_NOTIFY_CLIENT_CERTIFICATE_PASSWORD") or None,
         rate_limits=parse_rate_limits(get("TEAMS_NOTIFY_RATE_LIMITS") or "graph"),
         metrics_port=int(port_text),
         log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal just above

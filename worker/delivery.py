@@ -174,17 +174,25 @@ class Delivery:
     def _failed(self, request: Request, lease: Lease, attempts: int, exc: GraphError | AuthError) -> Result:
         """A transient failure waits in the lane until the attempts run out; anything else is dead-lettered."""
         transient = exc.transient if isinstance(exc, AuthError) else isinstance(exc, TransientGraphError)
-        if not transient or attempts >= MAX_ATTEMPTS:
+        outage = isinstance(exc, AuthError) and transient  # Entra or our credential: nothing reached Graph
+        if not transient or (attempts >= MAX_ATTEMPTS and not outage):
             return self._dead(request, exc)
         delay = backoff(attempts, exc, self._rand)
+        if outage:  # an outage of credentials waits as long as it lasts: it spends none of the request's attempts
+            self._jobs.uncount_attempt(request.job.job_id, request.index)
         hold = retry_after_of(exc) if isinstance(exc, Throttled) else 0.0
         self._lanes.defer(lease.lane, lease.ref, lease.token, delay, hold)
         if isinstance(exc, Throttled) and exc.status == 429:
             pace = self._lanes.slow_down(lease.lane)
             log.warning("lane %s throttled by Graph: held %.2fs, pace now %.0f%%", lease.lane, hold, pace * 100)
         observe.REQUESTS.labels(request.job.endpoint, "retried").inc()
-        log.warning(
-            "request %s/%s failed (%s); back in its lane for %.1fs", request.job.job_id, request.index, exc, delay
+        log.log(
+            logging.DEBUG if outage else logging.WARNING,  # the token code logs an outage once every few seconds
+            "request %s/%s failed (%s); back in its lane for %.1fs",
+            request.job.job_id,
+            request.index,
+            exc,
+            delay,
         )
         return Deferred(delay, exc)
 

@@ -2,7 +2,13 @@
 
     TeamsNotifyError
     ├── ConfigurationError: a setting is missing or malformed (names the variable)
-    ├── AuthError: Entra refused or could not be reached for a token
+    ├── AuthError: no token for a tenant (`transient`: the request waits; else it is dead-lettered, as `reason`)
+    │   ├── EntraUnavailable: Entra timed out, was unreachable or answered 429/5xx (transient)
+    │   ├── CredentialsRefused: Entra refused the app's secret or certificate (AADSTS7000215, 700027, ...):
+    │   │                       transient, so requests wait for a person to fix the credential; nothing is lost
+    │   ├── TenantNotFound: Entra knows no such tenant (AADSTS90002): permanent, `unknown_tenant`
+    │   └── TokenLifetimeTooShort: the tenant's tokens live under 45 minutes, too short for a bulk send (412):
+    │                              permanent, `token_lifetime_too_short`
     └── GraphError: Graph answered with an error, or did not answer (status, code, request-id)
         ├── TransientGraphError: worth retrying (429, 5xx, timeouts, dropped connections)
         │   ├── Throttled: 429 or 503, carrying Retry-After when Graph sent one
@@ -22,10 +28,14 @@ __all__ = [
     "AuthError",
     "ConfigurationError",
     "Conflict",
+    "CredentialsRefused",
+    "EntraUnavailable",
     "GraphError",
     "PermanentGraphError",
     "TeamsNotifyError",
+    "TenantNotFound",
     "Throttled",
+    "TokenLifetimeTooShort",
     "TokenTooShortLived",
     "TransientGraphError",
     "Unauthorized",
@@ -33,11 +43,53 @@ __all__ = [
 
 
 class AuthError(TeamsNotifyError):
-    """Entra refused the credentials or could not be reached; the message carries Entra's error code."""
+    """No token: Entra refused or could not be reached; the message carries Entra's error code, never a secret.
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    `transient` says whether waiting may help (the request is deferred) or not (it is dead-lettered, its
+    dead letter's reason being `reason` when set). `code` is Entra's AADSTS number when it gave one.
+    """
+
+    #: The dead-letter reason of a permanent error of this kind (None: the generic `auth`).
+    default_reason: str | None = None
+    #: Whether an error of this kind is worth waiting for, unless told otherwise.
+    default_transient = False
+
+    def __init__(
+        self, message: str, *, transient: bool | None = None, reason: str | None = None, code: int | None = None
+    ) -> None:
         super().__init__(message)
-        self.transient = transient
+        self.transient = self.default_transient if transient is None else transient
+        self.reason = reason or self.default_reason
+        self.code = code
+
+
+class EntraUnavailable(AuthError):
+    """Entra did not answer in time, could not be reached, or answered 429 or 5xx: ask again later."""
+
+    default_reason = "entra_unavailable"
+    default_transient = True
+
+
+class CredentialsRefused(AuthError):
+    """Entra refused the app's credential (wrong or expired secret, unregistered certificate, app not in tenant).
+
+    Transient on purpose: the requests wait (nothing is dead-lettered) until a person fixes the credential.
+    """
+
+    default_reason = "credentials_refused"
+    default_transient = True
+
+
+class TenantNotFound(AuthError):
+    """Entra knows no such tenant: retrying cannot help the job that names it."""
+
+    default_reason = "unknown_tenant"
+
+
+class TokenLifetimeTooShort(AuthError):
+    """The tenant's tokens live under 45 minutes (a token-lifetime policy): Graph refuses bulk sends with them."""
+
+    default_reason = "token_lifetime_too_short"
 
 
 class GraphError(TeamsNotifyError):

@@ -131,6 +131,10 @@ class JobStore:
         """How the request ended, or None while it has not."""
         return cast(str | None, self._redis.hget(keys.job_outcomes(job_id), str(index)))
 
+    def uncount_attempt(self, job_id: str, index: int) -> None:
+        """Takes back the attempt a claim counted, for a failure that was not the request's (an Entra outage)."""
+        self._redis.hincrby(keys.job_attempts(job_id), str(index), -1)
+
     def attempts(self, job_id: str, index: int) -> int:
         """Attempts made so far."""
         return int(cast(str | None, self._redis.hget(keys.job_attempts(job_id), str(index))) or 0)

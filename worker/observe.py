@@ -82,6 +82,18 @@ GRAPH_SECONDS = Histogram(
 #: How requests ended (sent, dead_lettered) or were put off (retried, paced).
 REQUESTS = Counter("teams_notify_requests", "Graph requests by outcome", ["endpoint", "outcome"])
 RECIPIENTS_SENT = Counter("teams_notify_recipients_sent", "Bulk recipients Graph accepted")
+#: Token requests to Entra by tenant and outcome: issued, or why not (credentials_refused, entra_unavailable, ...).
+TOKEN_REQUESTS = Counter(
+    "teams_notify_token_requests", "Token requests to Entra by tenant and outcome", ["tenant", "outcome"]
+)
+#: Tokens handed to sends by where they came from: this process's memory, the fleet's cache in Redis, or a
+#: refresh the send waited for (its own or another worker's).
+TOKENS_SERVED = Counter("teams_notify_tokens_served", "Tokens handed to sends, by source", ["source"])
+TOKEN_WAIT = Histogram(
+    "teams_notify_token_refresh_wait_seconds",
+    "Time a send waited for a token refresh",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 
 
 def serve_metrics(port: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -11,7 +12,10 @@ import pytest
 
 from producers.errors import InvalidNotification, TeamsNotifyError
 from producers.models import (
+    MAX_PREVIEW_BYTES,
     MAX_RECIPIENTS_PER_REQUEST,
+    MAX_URL_LENGTH,
+    PREVIEW_SHOWN,
     Endpoint,
     RecipientsNotification,
     TeamNotification,
@@ -233,3 +237,96 @@ def test_a_dot_segment_id_is_refused_or_cannot_climb_out_of_the_path() -> None:
 def test_a_user_or_chat_or_team_path_needs_a_target() -> None:
     with pytest.raises(ValueError, match="target"):
         Endpoint.USER.path(None)
+
+
+def a_url(length: int) -> str:
+    """An https URL of exactly `length` characters."""
+    start = "https://teams.microsoft.com/l/message/"
+    return start + "a" * (length - len(start))
+
+
+@pytest.mark.parametrize("length", [1_025, MAX_URL_LENGTH])
+def test_a_web_url_up_to_the_limit_is_accepted(length: int) -> None:
+    body = common(topic={"source": "text", "value": "Approvals", "webUrl": a_url(length)})
+
+    assert parse_body(Endpoint.USER, body, USER).wire() == body
+
+
+def test_a_web_url_over_the_limit_is_refused_naming_the_field_and_the_limit() -> None:
+    body = common(topic={"source": "text", "value": "Approvals", "webUrl": a_url(MAX_URL_LENGTH + 1)})
+
+    with pytest.raises(InvalidNotification, match="2,048") as caught:
+        parse_body(Endpoint.USER, body, USER)
+
+    assert caught.value.field == "topic.webUrl"
+    assert "topic.webUrl" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        {"source": "entityUrl", "value": a_url(MAX_URL_LENGTH + 1)},
+        {"source": "text", "value": "x" * (MAX_URL_LENGTH + 1), "webUrl": a_url(100)},
+    ],
+    ids=["entityUrl", "text"],
+)
+def test_a_topic_value_over_the_limit_is_refused_naming_the_field(topic: dict[str, str]) -> None:
+    with pytest.raises(InvalidNotification, match="MAX_URL_LENGTH") as caught:
+        parse_body(Endpoint.USER, common(topic=topic), USER)
+
+    assert caught.value.field == "topic.value"
+
+
+def test_a_topic_value_at_the_limit_is_accepted() -> None:
+    body = common(topic={"source": "entityUrl", "value": a_url(MAX_URL_LENGTH)})
+
+    assert parse_body(Endpoint.USER, body, USER).wire() == body
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["x" * MAX_PREVIEW_BYTES, "é" * (MAX_PREVIEW_BYTES // 2), "x" * (10 * MAX_PREVIEW_BYTES)],
+    ids=["64 KB of ASCII", "64 KB of two-byte characters", "640 KB"],
+)
+def test_a_preview_text_of_64_kb_or_more_is_refused_naming_the_field(content: str) -> None:
+    with pytest.raises(InvalidNotification, match="64 KB") as caught:
+        parse_body(Endpoint.RECIPIENTS, common(recipients=[aad_user()], previewText={"content": content}))
+
+    assert caught.value.field == "previewText.content"
+
+
+def test_a_preview_text_just_under_64_kb_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    body = common(previewText={"content": "x" * (MAX_PREVIEW_BYTES - 1)})
+
+    with caplog.at_level(logging.WARNING, logger="producers.models"):
+        parsed = parse_body(Endpoint.USER, body, USER)
+
+    assert parsed.wire() == body
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+def test_a_preview_text_longer_than_teams_shows_is_sent_with_a_warning_and_a_note(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = common(previewText={"content": "y" * (PREVIEW_SHOWN + 1)})
+
+    with caplog.at_level(logging.WARNING, logger="producers.models"):
+        parsed = parse_body(Endpoint.USER, body, USER)
+
+    assert parsed.wire() == body
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "previewText.content" in record.getMessage()
+    assert "151 characters" in record.getMessage()
+    assert "y" * 20 not in record.getMessage(), "the preview itself is the sender's content: not logged"
+    assert parsed.notes() == [f"previewText.content: 151 characters; Teams shows only the first {PREVIEW_SHOWN}"]
+
+
+def test_a_preview_text_teams_shows_whole_is_sent_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    body = common(previewText={"content": "é" * PREVIEW_SHOWN})
+
+    with caplog.at_level(logging.WARNING, logger="producers.models"):
+        parsed = parse_body(Endpoint.USER, body, USER)
+
+    assert not caplog.records
+    assert parsed.notes() == []

@@ -27,6 +27,8 @@ _OPTION_NAMES = {
     "conflict_app_ids": "--conflict-app",
     "conflict_user_ids": "--conflict-user",
     "clients": "--client",
+    "client_certificates": "--client-certificate",
+    "token_lifetimes": "--tenant-token-lifetime",
     "cert_hostnames": "--cert-hostname",
     "retry_after_decimal": "--decimal-retry-after",
 }
@@ -50,6 +52,29 @@ def _pairs(items: list[str], option: str) -> dict[str, str]:
             raise ValueError(f"{option} expects ID=SECRET (one of the values has no ID or no secret)")
         pairs[key.strip()] = value
     return pairs
+
+
+def _certificates(items: list[str]) -> dict[str, list[str]]:
+    """`ID=PEMFILE` items into client id to the PEM certificates registered for it; ValueError naming the option."""
+    registered: dict[str, list[str]] = {}
+    for item in items:
+        client_id, _, path = item.partition("=")
+        if not client_id.strip() or not path:
+            raise ValueError("--client-certificate expects ID=PEMFILE")
+        client_id = client_id.strip()
+        try:
+            registered.setdefault(client_id, []).append(Path(path).read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--client-certificate {client_id}: cannot read {path}: {exc}") from None
+    return registered
+
+
+def _lifetimes(items: list[str]) -> dict[str, int]:
+    """`TENANT=SECONDS` items into a dict; ValueError naming the option."""
+    try:
+        return {tenant: int(seconds) for tenant, seconds in _pairs(items, "--tenant-token-lifetime").items()}
+    except ValueError:
+        raise ValueError("--tenant-token-lifetime expects TENANT=SECONDS with whole seconds") from None
 
 
 def _statuses(text: str) -> list[int]:
@@ -130,6 +155,17 @@ def simulator_command(
             metavar="ID=SECRET", help="Only accept these clients (default: any id with a secret). Repeatable."
         ),
     ] = None,
+    client_certificate: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="ID=PEMFILE",
+            help="Register this certificate for the client: its signed assertions are accepted. Repeatable.",
+        ),
+    ] = None,
+    tenant_token_lifetime: Annotated[
+        list[str] | None,
+        typer.Option(metavar="TENANT=SECONDS", help="Lifetime of this tenant's tokens. Repeatable."),
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for random latency, errors and drops.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
     cert_hostname: Annotated[
@@ -154,6 +190,8 @@ def simulator_command(
             conflict_app_ids=frozenset(conflict_app or ()),
             conflict_user_ids=frozenset(conflict_user or ()),
             clients=_pairs(client or [], "--client"),
+            client_certificates=_certificates(client_certificate or []),
+            token_lifetimes=_lifetimes(tenant_token_lifetime or []),
             seed=seed,
             access_log=access_log,
             cert_hostnames=tuple(cert_hostname or ()),

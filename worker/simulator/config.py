@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worker.simulator.assertions import certificate_thumbprint, normalised_certificates
+
 #: Where the simulator listens unless told otherwise.
 DEFAULT_HOST = "127.0.0.1"
 #: The simulator's default port (0 asks the system for a free one).
@@ -46,9 +48,16 @@ PATCHABLE_FIELDS = frozenset(
         "conflict_app_ids",
         "conflict_user_ids",
         "clients",
+        "client_certificates",
+        "token_lifetimes",
+        "hung_token_tenants",
+        "token_fault_status",
         "seed",
     }
 )
+
+#: Statuses the token endpoint can be told to answer with (`token_fault_status`), as Entra does when it is down.
+TOKEN_FAULT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 RateLimitSpec = str | Mapping[str, float]
 
@@ -148,6 +157,10 @@ class SimulatorConfig:
     conflict_app_ids: AbstractSet[str] = frozenset()
     conflict_user_ids: AbstractSet[str] = frozenset()
     clients: Mapping[str, str] = field(default_factory=dict, repr=False)
+    client_certificates: Mapping[str, Sequence[str]] = field(default_factory=dict, repr=False)
+    token_lifetimes: Mapping[str, int] = field(default_factory=dict)
+    hung_token_tenants: AbstractSet[str] = frozenset()
+    token_fault_status: int | None = None
     seed: int | None = None
     access_log: bool = False
     cert_hostnames: Sequence[str] = ()
@@ -176,6 +189,11 @@ class SimulatorConfig:
         self._set("conflict_app_ids", _str_set("conflict_app_ids", self.conflict_app_ids))
         self._set("conflict_user_ids", _str_set("conflict_user_ids", self.conflict_user_ids))
         self._set("clients", self._normalised_clients(self.clients))
+        self._set("client_certificates", normalised_certificates(self.client_certificates))
+        self._set("token_lifetimes", self._normalised_lifetimes(self.token_lifetimes))
+        self._set("hung_token_tenants", _str_set("hung_token_tenants", self.hung_token_tenants))
+        if self.token_fault_status is not None and self.token_fault_status not in TOKEN_FAULT_STATUSES:
+            raise ValueError(f"token_fault_status must be null or one of {sorted(TOKEN_FAULT_STATUSES)}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ValueError(f"seed must be an integer or null, not {self.seed!r}")
         if isinstance(self.cert_hostnames, str) or not all(
@@ -219,6 +237,27 @@ class SimulatorConfig:
             normalised[client_id.lower()] = secret
         return normalised
 
+    @staticmethod
+    def _normalised_lifetimes(lifetimes: object) -> Mapping[str, int]:
+        """Tenant (lower-cased) to the lifetime of its tokens, in whole seconds, as `token_lifetime`."""
+        if not isinstance(lifetimes, Mapping):
+            raise ValueError("token_lifetimes must map tenants to seconds")
+        normalised: dict[str, int] = {}
+        for tenant, seconds in lifetimes.items():
+            if not isinstance(tenant, str) or not tenant:
+                raise ValueError(f"token_lifetimes: {tenant!r} is not a tenant")
+            if not isinstance(seconds, int) or isinstance(seconds, bool):
+                raise ValueError(f"token_lifetimes: {tenant} must be an integer number of seconds, not {seconds!r}")
+            _check_number(f"token_lifetimes: {tenant}", seconds, 1, 24 * 3600)
+            normalised[tenant.lower()] = seconds
+        return normalised
+
+    def lifetime_for(self, *tenants: str) -> int:
+        """The lifetime of a tenant's tokens (named by any of its spellings), else `token_lifetime`."""
+        return next((self.token_lifetimes[t.lower()] for t in tenants if t.lower() in self.token_lifetimes), None) or (
+            self.token_lifetime
+        )
+
     @property
     def resolved_state_dir(self) -> Path:
         """The state directory in use: the configured one or the per-user default."""
@@ -261,6 +300,13 @@ class SimulatorConfig:
             "conflict_app_ids": sorted(self.conflict_app_ids),
             "conflict_user_ids": sorted(self.conflict_user_ids),
             "clients": sorted(self.clients),
+            "client_certificates": {
+                client: [certificate_thumbprint(pem) for pem in pems]
+                for client, pems in self.client_certificates.items()
+            },
+            "token_lifetimes": dict(self.token_lifetimes),
+            "hung_token_tenants": sorted(self.hung_token_tenants),
+            "token_fault_status": self.token_fault_status,
             "seed": self.seed,
             "access_log": self.access_log,
             "cert_hostnames": list(self.cert_hostnames),

@@ -1,8 +1,16 @@
-"""The simulated Entra ID: tenant discovery and client-credential tokens, as MSAL expects them."""
+"""The simulated Entra ID: tenant discovery and client-credential tokens, as MSAL expects them.
+
+Secrets and certificate assertions are checked for real (`worker.simulator.assertions`); a tenant's tokens
+may live a chosen time (`token_lifetimes`), and its token endpoint may hang (`hung_token_tenants`: the
+connection is held, unanswered, until the tenant is taken off that list or the client gives up) or answer
+as an overwhelmed or failing Entra does (`token_fault_status`: 429 with Retry-After, or 5xx).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
@@ -11,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from worker.simulator.assertions import AssertionRefused, verify
 from worker.simulator.state import SimulatorState
 from worker.simulator.tokens import audience_for
 
@@ -19,7 +28,11 @@ CLIENT_CREDENTIALS = "client_credentials"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: Tenants that name no tenant, which Entra refuses for client credentials.
 MULTI_TENANT_ALIASES = frozenset({"common", "organizations", "consumers"})
+#: The longest a hung token endpoint holds a connection.
+HANG_LIMIT = 600.0
 
+#: Where an assertion's `aud` may point: the tenant's v2 or v1 token endpoint, as the client reached it.
+_ASSERTION_AUDIENCE_PATHS = ("oauth2/v2.0/token", "oauth2/token")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
 
@@ -91,12 +104,20 @@ def entra_routes(state: SimulatorState) -> list[BaseRoute]:
         )
 
     async def token(request: Request) -> Response:
+        raw = await request.body()  # read first: waiting for a disconnect must not swallow the body
+        if not await _hang_if_asked(state, request):
+            return Response(status_code=504)  # the client gave up on a hung endpoint: nothing reaches it
+        fault = state.config.token_fault_status
+        if fault is not None:
+            state.recorder.token_errors += 1
+            return _fault_response(request, fault)
         try:
-            access_token, lifetime = _issue(state, request, await request.body())
+            access_token, lifetime = _issue(state, request, raw)
         except EntraError as exc:
             state.recorder.token_errors += 1
             return _error_response(request, exc)
         state.recorder.tokens_issued += 1
+        state.recorder.tokens_by_tenant[tenant_guid(request.path_params["tenant"])] += 1
         body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime}
         return JSONResponse({**body, "access_token": access_token}, headers=_entra_headers(request))
 
@@ -109,6 +130,25 @@ def entra_routes(state: SimulatorState) -> list[BaseRoute]:
         Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
         Route("/{tenant}/discovery/v2.0/keys", keys, methods=["GET"]),
     ]
+
+
+async def _hang_if_asked(state: SimulatorState, request: Request) -> bool:
+    """Holds the request, unanswered, while its tenant's token endpoint is to hang; False if the client left."""
+    tenant = request.path_params["tenant"]
+
+    def hung() -> bool:
+        names = state.config.hung_token_tenants
+        return bool(names) and ("*" in names or tenant.lower() in names or tenant_guid(tenant) in names)
+
+    if not hung():
+        return True
+    state.recorder.token_requests_held += 1
+    deadline = time.monotonic() + HANG_LIMIT
+    while hung() and time.monotonic() < deadline:
+        if await request.is_disconnected():
+            return False
+        await asyncio.sleep(0.05)
+    return not await request.is_disconnected()
 
 
 def _issue(state: SimulatorState, request: Request, raw: bytes) -> tuple[str, int]:
@@ -131,7 +171,11 @@ def _issue(state: SimulatorState, request: Request, raw: bytes) -> tuple[str, in
             "No tenant-identifying information found in either the request or implied by any provided credentials.",
         )
     client_id = _param(field, "client_id")
-    _check_credential(state, client_id, field, tenant)
+    base = _base_url(request).lower()
+    audiences = {
+        f"{base}/{name}/{path}" for name in (tenant.lower(), tenant_guid(tenant)) for path in _ASSERTION_AUDIENCE_PATHS
+    }
+    _check_credential(state, client_id, field, tenant, audiences)
     scope = _param(field, "scope")
     scopes = scope.split()
     if len(scopes) != 1:
@@ -145,7 +189,7 @@ def _issue(state: SimulatorState, request: Request, raw: bytes) -> tuple[str, in
             f"The provided value for scope {scopes[0]} is not valid. Client credential flows must have a scope value "
             "with /.default suffixed to the resource identifier (application ID URI).",
         )
-    lifetime = state.config.token_lifetime
+    lifetime = state.config.lifetime_for(tenant, tenant_guid(tenant))
     access_token, _ = state.tokens.issue(
         tenant_id=tenant_guid(tenant),
         app_id=client_id,
@@ -164,10 +208,17 @@ def _param(field: dict[str, str], name: str) -> str:
     return value
 
 
-def _check_credential(state: SimulatorState, client_id: str, field: dict[str, str], tenant: str) -> None:
-    """A known client (when clients are configured) with its secret, or any client with a secret or assertion."""
-    clients = state.config.clients
-    if clients and client_id.lower() not in clients:
+def _check_credential(
+    state: SimulatorState, client_id: str, field: dict[str, str], tenant: str, audiences: set[str]
+) -> None:
+    """A known client (when clients are configured) with its secret or a verified certificate assertion.
+
+    With no client configured, any client is accepted with a secret, or with an assertion that verifies
+    against the certificate it carries.
+    """
+    config = state.config
+    known = set(config.clients) | set(config.client_certificates)
+    if known and client_id.lower() not in known:
         raise EntraError(
             400,
             "unauthorized_client",
@@ -177,7 +228,7 @@ def _check_credential(state: SimulatorState, client_id: str, field: dict[str, st
         )
     secret = field.get("client_secret", "")
     if secret:
-        if clients and secret != clients[client_id.lower()]:
+        if known and secret != config.clients.get(client_id.lower()):
             raise EntraError(
                 401,
                 "invalid_client",
@@ -196,6 +247,11 @@ def _check_credential(state: SimulatorState, client_id: str, field: dict[str, st
         )
     if field.get("client_assertion_type") != JWT_BEARER or assertion.count(".") != 2:
         raise EntraError(401, "invalid_client", 50027, "JWT token is invalid or malformed.")
+    registered = config.client_certificates.get(client_id.lower(), ()) if known else None
+    try:
+        verify(assertion, client_id=client_id, registered=registered, audiences=audiences, now=time.time())
+    except AssertionRefused as exc:
+        raise EntraError(401, "invalid_client", exc.code, exc.text) from None
 
 
 def _entra_headers(request: Request) -> dict[str, str]:
@@ -205,6 +261,18 @@ def _entra_headers(request: Request) -> dict[str, str]:
     if client_request_id:
         headers["client-request-id"] = client_request_id
     return headers
+
+
+def _fault_response(request: Request, status: int) -> Response:
+    """Entra overwhelmed (429, with Retry-After) or down (5xx): `temporarily_unavailable` or `server_error`."""
+    if status == 429:
+        text = "The request was throttled: too many requests. Retry after the time in Retry-After."
+        response = _error_response(request, EntraError(429, "temporarily_unavailable", 90055, text))
+        response.headers["Retry-After"] = "1"
+        return response
+    return _error_response(
+        request, EntraError(status, "server_error", 90033, "A transient error has occurred. Please try again.")
+    )
 
 
 def _error_response(request: Request, exc: EntraError) -> Response:

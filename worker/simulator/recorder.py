@@ -60,7 +60,9 @@ class Recorder:
         self.accepted_recipients = 0
         self.max_recipients_in_request = 0
         self.tokens_issued = 0
+        self.tokens_by_tenant: Counter[str] = Counter()
         self.token_errors = 0
+        self.token_requests_held = 0
         self.dropped = 0
 
     def count_response(self, status: int) -> None:
@@ -80,7 +82,9 @@ class Recorder:
             "accepted_requests": len(self.records),
             "accepted_recipients": self.accepted_recipients,
             "tokens_issued": self.tokens_issued,
+            "tokens_by_tenant": dict(sorted(self.tokens_by_tenant.items())),
             "token_errors": self.token_errors,
+            "token_requests_held": self.token_requests_held,
             "max_recipients_in_request": self.max_recipients_in_request,
             "dropped_connections": self.dropped,
         }
