@@ -35,9 +35,9 @@ RENEW_EVERY = 3.0
 HAND_TIMEOUT = 10.0
 #: After a 429, a lane's pace drops to this share of its limit (at least `PACE_FLOOR`), then climbs back
 #: by `PACE_CLIMB` of the limit a second while Graph stops throttling.
-PACE_CUT = 0.75
+PACE_CUT = 0.85
 PACE_FLOOR = 0.5
-PACE_CLIMB = 0.02
+PACE_CLIMB = 0.05
 #: Seconds of hand-outs a lane's current rate is measured over.
 RATE_WINDOW = 10.0
 #: Most refs one reap moves back per lane and per set (the leader reaps often).
