@@ -27,6 +27,11 @@ def is_guid(value: str) -> bool:
     return bool(_GUID.match(value))
 
 
+def is_user_id(value: str) -> bool:
+    """True for a user's GUID or user principal name (the fast path of `check_user_id`)."""
+    return bool(_GUID.match(value) or _UPN.match(value))
+
+
 def check_user_id(value: str) -> str:
     """A user is named by its Entra object id (GUID) or its user principal name."""
     if not (_GUID.match(value) or _UPN.match(value)):

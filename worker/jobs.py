@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 
 import redis
 
-from producers import keys
+from producers import chunks, keys
 from producers.scripts import END_JOB
 
 Outcome = Literal["sent", "dead"]
@@ -120,7 +120,7 @@ class JobStore:
         chunk = cast(str | None, self._redis.hget(keys.job_chunks(job.job_id), str(index)))
         if chunk is None:
             return None
-        recipients = json.loads(chunk)
+        recipients = chunks.decode(chunk)
         return Request(job, index, {**body, "recipients": recipients}, len(recipients))
 
     def ended(self, job_id: str) -> set[int]:
