@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -88,6 +89,7 @@ def send(
     team: Annotated[str | None, typer.Option("--team", help="notify in the scope of this team")] = None,
     recipients: Annotated[bool, typer.Option("--recipients", help="bulk: the body's recipients")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", help="tenant id (default TEAMS_NOTIFY_TENANT_ID)")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="send at this time (ISO 8601 with a time zone)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='print {"job_id": ...}')] = False,
 ) -> None:
     """Enqueue a job from a Graph request body and print its id."""
@@ -106,7 +108,9 @@ def send(
     current = settings()
     with reported():
         notifier = Notifier(current.redis_url, manifest=current.app_manifest)
-        options = {"tenant_id": tenant}
+        options: dict[str, Any] = {"tenant_id": tenant}
+        if at is not None:
+            options["send_at"] = _time(at)
         if user is not None:
             job_id = notifier.notify_user(user, document, **options)
         elif chat is not None:
@@ -130,6 +134,29 @@ def status(
     current = settings()
     with reported():
         document = admin.job_status(current, job_id) if job_id else admin.fleet_status(current)
+    if as_json:
+        emit_json(document)
+    else:
+        admin.print_status(document)
+
+
+def _time(text: str) -> datetime:
+    """An ISO 8601 time for `--at`; a malformed one is a bad option (exit 2)."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--at {text!r} is not an ISO 8601 time such as 2026-12-24T09:00:00+01:00", 2)
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the job to cancel")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
+) -> None:
+    """Cancel a job: what is not yet handed to Graph is never sent; what is in flight finishes."""
+    current = settings()
+    with reported():
+        document = admin.cancel(current, job_id)
     if as_json:
         emit_json(document)
     else:
@@ -225,10 +252,11 @@ def drain(
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait at most")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
-    """Wait, with progress, until nothing is queued or in flight; non-zero exit on timeout."""
+    """Wait, with progress, until nothing is waiting, delayed, handed, in flight or queued; exit 1 on timeout."""
 
     def report(left: dict[str, int]) -> None:
-        typer.echo(f"queued {left['queued']}, in flight {left['in_flight']}", err=True)
+        parts = ", ".join(f"{name.replace('_', ' ')} {count}" for name, count in left.items())
+        typer.echo(parts, err=True)
 
     with reported():
         drained = admin.drain(settings(), timeout, report)
@@ -260,16 +288,42 @@ def bench(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="threads per worker")] = 8,
     latency_ms: Annotated[float, typer.Option("--latency-ms", help="simulated Graph latency")] = 0,
     rate_limits: Annotated[str, typer.Option("--rate-limits", help="graph, off, or name=value,...")] = "off",
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scenario",
+            metavar="NAME",
+            help="instead of the throughput run: singles, tenants2, tenants10, kill-worker, restart-redis or all "
+            "(repeatable, or a comma list); each sets up its own fleet at Graph's limits",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="seconds a run (each scenario) may take [600; 900 a scenario]")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
-    """Measure delivery throughput of a local fleet against the simulator (lost and duplicated too)."""
-    from worker.bench import run_bench  # noqa: PLC0415 - heavy, and only for this command
+    """Measure delivery throughput of a local fleet against the simulator (lost and duplicated too), or with
+    --scenario: single-send latency under bulk load, tenants sharing Graph's limits, recovery after crashes."""
+    from worker import bench as benchmarks  # noqa: PLC0415 - heavy, and only for this command
 
     if recipients < 1 or workers < 1 or concurrency < 1:
         fail("--recipients, --workers and --concurrency must be at least 1", 2)
+    if timeout is not None and timeout <= 0:
+        fail("--timeout must be positive", 2)
+    if scenario:
+        try:
+            names = benchmarks.scenario_names(scenario)
+        except ValueError as exc:
+            fail(f"--scenario: {exc}", 2)
+        report = benchmarks.run_scenarios(names, timeout or 900, lambda line: typer.echo(line, err=True))
+        if as_json:
+            emit_json(report)
+        else:
+            benchmarks.print_report(report)
+        raise typer.Exit(0 if report["ok"] else 1)
     try:
         config.parse_rate_limits(rate_limits)
-        figures = run_bench(recipients, workers, concurrency, latency_ms, rate_limits)
+        figures = benchmarks.run_bench(recipients, workers, concurrency, latency_ms, rate_limits, timeout or 600)
     except TeamsNotifyError as exc:
         fail(str(exc), 2)
     if as_json:

@@ -1,0 +1,145 @@
+"""The scenarios' figures side by side: one column per scenario, one row per figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+Cell = Callable[[dict[str, Any]], str | None]
+
+#: The issue's targets, as the table names them.
+TARGETS = {
+    "single_p99_under_1s": "p99 < 1 s",
+    "each_tenant_95pct_of_limit": "each >= 95% of limit",
+    "shares_within_10pct": "shares within 10%",
+    "throttled_at_most_1pct": "429s <= 1%",
+}
+
+
+def _num(key: str, unit: str = "", digits: int = 2) -> Cell:
+    def cell(result: dict[str, Any]) -> str | None:
+        value = result.get(key)
+        if key not in result:
+            return None
+        return "-" if value is None else f"{value:,.{digits}f}{unit}"
+
+    return cell
+
+
+def _int(key: str) -> Cell:
+    def cell(result: dict[str, Any]) -> str | None:
+        return None if key not in result else f"{result[key]:,}"
+
+    return cell
+
+
+def _state(result: dict[str, Any]) -> str:
+    if result.get("error") and "job_states" not in result:
+        return f"[red]error: {result['error']}[/red]"
+    states = ", ".join(f"{n} {state}" for state, n in sorted(result.get("job_states", {}).items()))
+    return states if result.get("completed") else f"[red]{result.get('error') or states}[/red]"
+
+
+def _throttled(result: dict[str, Any]) -> str | None:
+    if "throttled_429" not in result:
+        return None
+    return f"{result['throttled_429']:,} ({result['throttled_pct']:.2f}%)"
+
+
+def _range(low: str, high: str, unit: str = "") -> Cell:
+    def cell(result: dict[str, Any]) -> str | None:
+        if low not in result:
+            return None if "per_tenant" not in result else "-"
+        return f"{result[low]:g}{unit} - {result[high]:g}{unit}"
+
+    return cell
+
+
+def _per_tenant_rate(result: dict[str, Any]) -> str | None:
+    if "per_tenant" not in result:
+        return None
+    rates = [t["recipients_per_s"] for t in result["per_tenant"] if "recipients_per_s" in t]
+    return f"{min(rates):g} - {max(rates):g}" if rates else "no overlap"
+
+
+def _app_rate(result: dict[str, Any]) -> str | None:
+    if "app_requests_per_s" not in result:
+        return None
+    rate, pct = result["app_requests_per_s"], result["app_pct_of_limit"]
+    return "-" if rate is None else f"{rate:g}/s ({pct:g}%)"
+
+
+def _singles(result: dict[str, Any]) -> str | None:
+    if "singles_delivered" not in result:
+        return None
+    return f"{result['singles_delivered']} of {result['setup']['single_sends']}"
+
+
+def _targets(result: dict[str, Any]) -> str | None:
+    targets: dict[str, bool] | None = result.get("targets")
+    if not targets:
+        return None
+    missed = [TARGETS.get(name, name) for name, met in targets.items() if not met]
+    return "[green]met[/green]" if not missed else "[yellow]missed:\n" + "\n".join(missed) + "[/yellow]"
+
+
+def _ok(result: dict[str, Any]) -> str:
+    return "[green]ok[/green]" if result.get("ok") else "[red]FAILED[/red]"
+
+
+ROWS: list[tuple[str, Cell]] = [
+    ("jobs", _state),
+    ("jobs ended after (s)", _num("seconds", digits=1)),
+    ("singles reaching Graph", _singles),
+    ("single p50 enqueue->Graph (s)", _num("single_p50_s", digits=3)),
+    ("single p99 enqueue->Graph (s)", _num("single_p99_s", digits=3)),
+    ("single max enqueue->Graph (s)", _num("single_max_s", digits=3)),
+    ("app-wide bulk rate, whole run", _app_rate),
+    ("window all tenants active (s)", _num("window_s", digits=1)),
+    ("per tenant recipients/s", _per_tenant_rate),
+    ("% of tenant bulk limit", _range("min_pct_of_limit", "max_pct_of_limit", "%")),
+    ("share of app-wide rate", _range("min_share_pct", "max_share_pct", "%")),
+    ("worst share vs fair share", _num("share_deviation_pct", "%", 1)),
+    ("struck after request", _int("disrupted_at_request")),
+    ("accepted while Redis down", _int("accepted_while_down")),
+    ("requests left after event", _int("remaining_requests")),
+    ("paced minimum for them (s)", _num("paced_min_s", digits=1)),
+    ("job ended after event (s)", _num("ended_after_event_s", digits=1)),
+    ("recovery (s)", _num("recovery_s", digits=1)),
+    ("workers alive at end", _int("workers_alive")),
+    ("Graph answers", _int("responses_total")),
+    ("429s (% of answers)", _throttled),
+    ("lost", _int("lost")),
+    ("duplicated", _int("duplicated")),
+    ("issue targets", _targets),
+    ("scenario wall time (s)", _num("wall_s", digits=0)),
+    ("result", _ok),
+]
+
+
+def scenario_table(report: dict[str, Any]) -> Table:
+    """The table of every scenario run, rows without a figure in any scenario left out."""
+    results: dict[str, dict[str, Any]] = report["scenarios"]
+    table = Table(title="teams-notify bench: scenarios at Graph's limits")
+    table.add_column("figure")
+    for name in results:
+        table.add_column(name, justify="right")
+    for label, cell in ROWS:
+        cells = [cell(result) for result in results.values()]
+        if any(value is not None for value in cells):
+            table.add_row(label, *(value or "" for value in cells))
+    return table
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """Prints the table and where the logs are."""
+    table = scenario_table(report)
+    console = console or Console()
+    needed = console.measure(table, options=console.options.update_width(1000)).maximum
+    if not console.is_terminal and needed > console.width:  # a file or pipe: never wrap the figures
+        console = Console(width=needed)
+    console.print(table)
+    console.print(f"logs: {report['workdir']}")
