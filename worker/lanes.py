@@ -27,6 +27,7 @@ import redis
 
 from producers import keys
 from producers.scripts import CANCEL_ONE, END_JOB
+from worker.ratelimit import TAKE_PERMITS, Limit, Permit, intervals, permit
 
 #: Seconds a worker's lease on a request lasts; its heartbeat renews it every `RENEW_EVERY` while it sends.
 LEASE_SECONDS = 10.0
@@ -127,16 +128,27 @@ return back
 
 _HAND = (
     _NOW
+    + TAKE_PERMITS
     + """
--- KEYS: lane, handed, recent; ARGV: ref, hand timeout, rate window. 1 if handed, 0 if it is not ready.
+-- KEYS: lane, handed, recent, then one key per rate limit; ARGV: ref, hand timeout, rate window, then the
+-- microseconds between permits of each limit. Takes a permit from every limit and hands the ref out, in one
+-- step. Returns {0, 0} if handed, {-1, 0} if the ref is not waiting in the lane (gone, or delayed), or
+-- {microseconds to wait, index of the limit that holds it back} with nothing taken.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > now then return 0 end
+if not score or tonumber(score) > now then return {-1, 0} end
+local limit_keys, intervals = {}, {}
+for i = 4, #KEYS do
+  limit_keys[#limit_keys + 1] = KEYS[i]
+  intervals[#intervals + 1] = ARGV[i]
+end
+local permit = take_permits(limit_keys, intervals)
+if permit[1] > 0 then return permit end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])) * 2)
-return 1
+return {0, 0}
 """
 )
 
@@ -187,6 +199,18 @@ class LaneState:
     def empty(self) -> bool:
         """Nothing waiting, delayed, handed or in flight."""
         return self.waiting + self.delayed + self.handed + self.in_flight == 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the scheduler reads at each step, in one round trip."""
+
+    states: list[LaneState]
+    paused: bool
+    lanes: list[str]
+    fleet: dict[str, str]
+    callbacks: int
+    now: float
 
 
 def split_ref(ref: str) -> tuple[str, int]:
@@ -264,14 +288,18 @@ class LaneStore:
             )
         )
 
-    def hand(self, lane: str, ref: str) -> bool:
-        """Moves a ready request from its lane to handed; False if it is no longer there or not ready."""
-        return bool(
-            self._hand(
-                keys=[keys.lane(lane), keys.lane_handed(lane), keys.lane_recent(lane)],
-                args=[ref, HAND_TIMEOUT, RATE_WINDOW],
-            )
+    def hand(self, lane: str, ref: str, limits: list[Limit] | None = None) -> Permit | None:
+        """Takes a permit from every limit and moves a ready request from its lane to handed, in one step.
+
+        Returns a Permit (`wait == 0`: handed; else how long until one, and which limit holds it back), or
+        None if the request is not waiting in its lane (gone, delayed).
+        """
+        limits = limits or []
+        wait, worst = self._hand(
+            keys=[keys.lane(lane), keys.lane_handed(lane), keys.lane_recent(lane), *(lim.key for lim in limits)],
+            args=[ref, HAND_TIMEOUT, RATE_WINDOW, *intervals(limits)],
         )
+        return None if int(wait) < 0 else permit(limits, int(wait), int(worst))
 
     def delay(self, lane: str, ref: str, until: float) -> None:
         """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""
@@ -317,9 +345,22 @@ class LaneStore:
         return sorted(cast(set[str], self._redis.smembers(keys.lanes())))
 
     def states(self, lanes: list[str], peek: int = 1) -> list[LaneState]:
-        """Each lane's first `peek` requests, counts, hold, pace and recent rate, in two round trips."""
+        """Each lane's first `peek` requests, counts, hold, pace and recent rate."""
+        return self.snapshot(lanes, peek).states
+
+    def snapshot(self, lanes: list[str], peek: int = 1, now: float | None = None) -> Snapshot:
+        """The lanes' states, whether the fleet is paused, the lanes there are now and the fleet's
+        announcements, in one round trip.
+
+        `now` is the caller's guess of Redis' time, used only to split waiting from delayed in the same round
+        trip; without it, a second round trip counts them at Redis' own time.
+        """
         pipe = self._redis.pipeline(transaction=False)
         pipe.time()
+        pipe.exists(keys.paused())
+        pipe.smembers(keys.lanes())
+        pipe.hgetall(keys.fleet())
+        pipe.zcard(keys.callbacks())
         for lane in lanes:
             pipe.zrange(keys.lane(lane), 0, peek - 1, withscores=True)
             pipe.zcard(keys.lane(lane))
@@ -328,28 +369,34 @@ class LaneStore:
             pipe.get(keys.lane_hold(lane))
             pipe.hgetall(keys.lane_pace(lane))
             pipe.zcard(keys.lane_recent(lane))
+            if now is not None:
+                pipe.zcount(keys.lane(lane), "-inf", now)
         replies: list[Any] = pipe.execute()
         seconds, micros = replies[0]
-        now = seconds + micros / 1e6
-        pipe = self._redis.pipeline(transaction=False)
-        for lane in lanes:
-            pipe.zcount(keys.lane(lane), "-inf", now)
-        waiting = pipe.execute() if lanes else []
+        server_now = seconds + micros / 1e6
+        width = 7 if now is None else 8
+        if now is None:
+            pipe = self._redis.pipeline(transaction=False)
+            for lane in lanes:
+                pipe.zcount(keys.lane(lane), "-inf", server_now)
+            waiting = [int(n) for n in pipe.execute()] if lanes else []
+        else:
+            waiting = [int(replies[5 + width * i + 7]) for i in range(len(lanes))]
         states = []
         for i, lane in enumerate(lanes):
-            head, total, handed, in_flight, hold, pace, recent = replies[1 + 7 * i : 8 + 7 * i]
+            head, total, handed, in_flight, hold, pace, recent = replies[5 + width * i : 12 + width * i]
             states.append(
                 LaneState(
                     lane=lane,
                     heads=[(str(ref), float(at)) for ref, at in head],
-                    waiting=int(waiting[i]),
-                    delayed=int(total) - int(waiting[i]),
+                    waiting=waiting[i],
+                    delayed=int(total) - waiting[i],
                     handed=int(handed),
                     in_flight=int(in_flight),
                     held_until=float(hold or 0),
-                    pace=pace_of(pace, now),
+                    pace=pace_of(pace, server_now),
                     recent=int(recent),
-                    now=now,
+                    now=server_now,
                 )
             )
-        return states
+        return Snapshot(states, bool(replies[1]), sorted(replies[2]), dict(replies[3]), int(replies[4]), server_now)

@@ -21,27 +21,31 @@ from worker.jobs import Job
 #: must not bring N+1 requests into the window where Graph allows N. 4% tolerates 40 ms in a 1 s window.
 PACING_MARGIN = 0.04
 
-_ACQUIRE = """
--- KEYS: one per limit; ARGV: interval in microseconds per key.
--- Returns {0, 0} with a permit taken from every limit, or {microseconds to wait, index of the limit that
--- makes the longest wait} with none taken.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local wait, worst = 0, 0
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  tats[i] = tat
-  if tat - now > wait then wait, worst = tat - now, i end
+#: `take_permits(keys, intervals)`: with `intervals` in microseconds, one per key, returns {0, 0} with a
+#: permit taken from every limit, or {microseconds to wait, index of the limit that makes the longest wait}
+#: with none taken. Shared with the scheduler's hand-out script, which takes permits and hands in one step.
+TAKE_PERMITS = """
+local function take_permits(limit_keys, intervals)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local wait, worst = 0, 0
+  local tats = {}
+  for i, key in ipairs(limit_keys) do
+    local tat = tonumber(redis.call('GET', key) or '0')
+    if tat < now then tat = now end
+    tats[i] = tat
+    if tat - now > wait then wait, worst = tat - now, i end
+  end
+  if wait > 0 then return {wait, worst} end
+  for i, key in ipairs(limit_keys) do
+    local interval = tonumber(intervals[i])
+    redis.call('SET', key, tats[i] + interval, 'PX', math.ceil(interval / 1000) + 1000)
+  end
+  return {0, 0}
 end
-if wait > 0 then return {wait, worst} end
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[i])
-  redis.call('SET', key, tats[i] + interval, 'PX', math.ceil(interval / 1000) + 1000)
-end
-return {0, 0}
 """
+
+_ACQUIRE = TAKE_PERMITS + "return take_permits(KEYS, ARGV)\n"
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,15 @@ class RateLimiter:
         """Takes a permit from every limit at once, or none and says how long to wait and for which."""
         if not limits:
             return Permit(0.0)
-        intervals = [int(lim.interval * (1 + PACING_MARGIN) * 1e6) for lim in limits]
-        wait, worst = self._acquire(keys=[lim.key for lim in limits], args=intervals)
-        if int(wait) <= 0:
-            return Permit(0.0)
-        return Permit(int(wait) / 1e6, limits[int(worst) - 1])
+        wait, worst = self._acquire(keys=[lim.key for lim in limits], args=intervals(limits))
+        return permit(limits, int(wait), int(worst))
+
+
+def intervals(limits: list[Limit]) -> list[int]:
+    """The microseconds between two permits of each limit, stretched by the pacing margin."""
+    return [int(lim.interval * (1 + PACING_MARGIN) * 1e6) for lim in limits]
+
+
+def permit(limits: list[Limit], wait: int, worst: int) -> Permit:
+    """What `take_permits` answered, as a Permit."""
+    return Permit(0.0) if wait <= 0 else Permit(wait / 1e6, limits[worst - 1])

@@ -32,7 +32,7 @@ from producers import keys
 from producers.status import JobStatus
 from worker.jobs import Job, JobStore
 from worker.lanes import LaneState, LaneStore, split_ref
-from worker.ratelimit import RateLimiter
+from worker.ratelimit import Limit, RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ PRUNE_EVERY = 60.0
 ANNOUNCE_EVERY = 3.0
 #: A worker's announcement of its slots lasts this long unless renewed.
 FLEET_TTL = 15.0
+#: How often a leader with no lane known asks for them (seconds).
+LANES_EVERY = 0.2
 #: Ready requests read per lane and step.
 PEEK = 32
 #: How soon the leader looks again when ready requests wait for a free slot.
@@ -81,10 +83,14 @@ class Fleet:
         self._redis.hdel(keys.fleet(), node)
 
     def slots(self) -> dict[str, int]:
-        """Live workers and their slots; expired announcements are dropped."""
-        now = self._now()
+        """Live workers and their slots."""
+        return self.alive(cast(dict[str, str], self._redis.hgetall(keys.fleet())), self._now())
+
+    def alive(self, announced: dict[str, str], now: float) -> dict[str, int]:
+        """The workers of these announcements alive at `now` (Redis' time), with their slots; the expired
+        ones are dropped from Redis."""
         alive: dict[str, int] = {}
-        for node, raw in cast(dict[str, str], self._redis.hgetall(keys.fleet())).items():
+        for node, raw in announced.items():
             entry = json.loads(raw)
             if entry["expires"] < now:
                 self._redis.hdel(keys.fleet(), node)
@@ -124,7 +130,10 @@ class Scheduler(threading.Thread):
         self._lock = client.lock(keys.scheduler_lock(), timeout=LEADER_TTL, thread_local=False)
         self._leading = False
         self._turn = 0
-        self._due = {"announce": 0.0, "reap": 0.0, "prune": 0.0, "renew": 0.0}
+        self._due = dict.fromkeys(("announce", "reap", "prune", "renew", "lanes"), 0.0)
+        self._lane_cache: list[str] = []
+        self._offset = 0.0
+        self._blocked: dict[str, float] = {}
         self._cache: OrderedDict[str, Job | None] = OrderedDict()
         self._stopping = threading.Event()
         self._warned = 0.0
@@ -163,23 +172,33 @@ class Scheduler(threading.Thread):
         return self.pump()
 
     def pump(self) -> float:
-        """Reaps, then hands out what Graph's limits and the fleet's free slots allow; returns the sleep."""
-        lanes = self._lanes.lane_ids()
+        """Reaps, then hands out what Graph's limits and the fleet's free slots allow; returns the sleep.
+
+        A step costs one round trip to read every lane and one per request handed out: lanes and slots are
+        re-read a few times a second, and a limit known to be spent is not asked again before its time.
+        """
+        lanes = self._lane_ids()
         if self._due_now("reap", REAP_EVERY):
             for lane in lanes:
                 if back := self._lanes.reap(lane):
                     log.warning("lane %s: %d request(s) back from a lost message or an expired lease", lane, back)
         if self._due_now("prune", PRUNE_EVERY):
             self._prune()
-        self._send_callbacks()
-        if self._redis.exists(keys.paused()):
+        asked = time.time()
+        snap = self._lanes.snapshot(lanes, PEEK, asked + self._offset)
+        if set(snap.lanes) - set(lanes):  # a new lane (a tenant's first job, say): read it now
+            snap = self._lanes.snapshot(snap.lanes, PEEK, asked + self._offset)
+        self._lane_cache, self._offset, states = snap.lanes, snap.now - asked, snap.states
+        if snap.callbacks:
+            self._send_callbacks()
+        if snap.paused:
             return MAX_IDLE * 5
-        states = self._lanes.states(lanes, PEEK)
-        free = sum(self._fleet.slots().values()) - sum(s.handed + s.in_flight for s in states)
+        free = sum(self._fleet.alive(snap.fleet, snap.now).values()) - sum(s.handed + s.in_flight for s in states)
         waits = [MAX_IDLE]
         for state in states:
             if state.empty:
                 self._lanes.forget_if_empty(state.lane)
+                self._due["lanes"] = 0.0
             elif state.head_at is not None and not state.ready:
                 waits.append(max(state.head_at, state.held_until) - state.now)
         waits.append(self._hand_out(states, free))
@@ -219,17 +238,23 @@ class Scheduler(threading.Thread):
             if job is None:
                 self._lanes.drop(state.lane, ref)
                 continue
+            limits: list[Limit] = []
             if self._limiter is not None:
                 tenant = state.tenant or self._default_tenant or "-"
                 limits = self._limiter.limits_for(job, tenant, job.single_user, state.pace)
-                permit = self._limiter.acquire(limits)
-                if permit.wait > 0:
-                    if permit.blocked_by is not None and permit.blocked_by.target:
-                        self._lanes.delay(state.lane, ref, state.now + permit.wait)  # step aside
-                        continue
-                    return 0, permit.wait
-            if not self._lanes.hand(state.lane, ref):
-                continue
+                spent = self._spent(limits)
+                if spent is not None:
+                    return 0, spent
+            permit = self._lanes.hand(state.lane, ref, limits)
+            if permit is None:
+                continue  # cancelled or delayed meanwhile
+            if permit.wait > 0:
+                if permit.blocked_by is not None and permit.blocked_by.target:
+                    self._lanes.delay(state.lane, ref, state.now + permit.wait)  # step aside
+                    continue
+                if permit.blocked_by is not None:
+                    self._blocked[permit.blocked_by.key] = time.monotonic() + permit.wait
+                return 0, permit.wait
             try:
                 self._publish(job_id, index, state.lane)
             except Exception as exc:  # the broker is away: the request goes back after the hand timeout
@@ -237,6 +262,19 @@ class Scheduler(threading.Thread):
                 return 0, FOLLOWER_POLL
             return 1, None
         return 0, None
+
+    def _spent(self, limits: list[Limit]) -> float | None:
+        """Seconds until the lane's limits (a tenant's, the app's) may have a permit, if known to be spent."""
+        now = time.monotonic()
+        waits = [self._blocked.get(lim.key, 0.0) - now for lim in limits if not lim.target]
+        longest = max(waits, default=0.0)
+        return longest if longest > 0 else None
+
+    def _lane_ids(self) -> list[str]:
+        """The lanes as the last step saw them (each step reads them anew for the next)."""
+        if not self._lane_cache and self._due_now("lanes", LANES_EVERY):
+            self._lane_cache = self._lanes.lane_ids()
+        return self._lane_cache
 
     def _job(self, job_id: str) -> Job | None:
         if job_id in self._cache:

@@ -30,6 +30,7 @@ from worker.graph import GraphClient
 from worker.heartbeat import Heartbeat
 from worker.jobs import Job, JobStore
 from worker.lanes import LaneStore, pace_of
+from worker.ratelimit import Permit
 from worker.retrying import FIRST_BACKOFF, MAX_ATTEMPTS
 
 GRAPH = "https://graph.microsoft.com/v1.0"
@@ -38,6 +39,8 @@ CONFLICT = (
     "a Teams Application ID is required to resolve which application is correct."
 )
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+GRANTED = Permit(0.0)
 
 
 class FakeTokens:
@@ -127,7 +130,7 @@ class World:
         lane = self.lane_of(job_id)
         ref = keys.request_ref(job_id, index)
         self.store.zadd(keys.lane(lane), {ref: 0})
-        assert self.lanes.hand(lane, ref)
+        assert self.lanes.hand(lane, ref) == GRANTED
         return lane
 
     def deliver(self, job_id: str, index: int = 0) -> Result:

@@ -14,11 +14,14 @@ from worker import lanes as lanes_module
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore
 from worker.lanes import LEASE_SECONDS, PACE_CLIMB, PACE_CUT, PACE_FLOOR, LaneState, LaneStore, pace_of, split_ref
+from worker.ratelimit import Permit
 
 JOB = "4d1f3c0e-0000-4000-8000-000000000001"
 LANE = "contoso.onmicrosoft.com:single"
 #: What a test may need of a Redis-time window: commands of the same test run within it.
 SLACK = 5.0
+
+GRANTED = Permit(0.0)
 
 
 @pytest.fixture
@@ -39,7 +42,7 @@ def waiting(store: redis.Redis, *refs: str, at: float = 0.0, lane: str = LANE) -
 def handed(store: redis.Redis, lanes: LaneStore, *refs: str) -> None:
     waiting(store, *refs)
     for one in refs:
-        assert lanes.hand(LANE, one)
+        assert lanes.hand(LANE, one) == GRANTED
 
 
 def claimed(store: redis.Redis, lanes: LaneStore, index: int, token: str) -> None:
@@ -68,17 +71,17 @@ def test_a_ref_splits_into_its_job_id_and_request_index() -> None:
 def test_a_ready_request_is_handed_out_of_its_lane(store: redis.Redis, lanes: LaneStore) -> None:
     waiting(store, ref())
 
-    assert lanes.hand(LANE, ref())
+    assert lanes.hand(LANE, ref()) == GRANTED
 
     assert place(store, ref()) == {"handed"}
     assert lanes.now() < store.zscore(keys.lane_handed(LANE), ref()) <= lanes.now() + lanes_module.HAND_TIMEOUT
-    assert not lanes.hand(LANE, ref()), "a request is handed once"
+    assert lanes.hand(LANE, ref()) is None, "a request is handed once"
 
 
 def test_a_delayed_request_is_not_handed_before_its_time(store: redis.Redis, lanes: LaneStore) -> None:
     waiting(store, ref(), at=lanes.now() + 60)
 
-    assert not lanes.hand(LANE, ref())
+    assert lanes.hand(LANE, ref()) is None
     assert place(store, ref()) == {"lane"}
 
 
@@ -88,7 +91,7 @@ def test_a_handed_request_is_claimed_with_a_lease_and_counts_an_attempt(
     job_id = notifier.notify_user(USER, user_body())
     lane = JobStore(store).load(job_id).lane  # type: ignore[union-attr]
     one = keys.request_ref(job_id, 0)
-    assert lanes.hand(lane, one)
+    assert lanes.hand(lane, one) == GRANTED
 
     assert lanes.claim(lane, job_id, 0, "token-a") == ("claimed", 1)
 
@@ -142,7 +145,7 @@ def test_a_claim_while_paused_puts_the_request_back_in_its_lane(store: redis.Red
     assert store.zscore(keys.lane(LANE), ref()) <= lanes.now()
 
     store.delete(keys.paused())
-    assert lanes.hand(LANE, ref())
+    assert lanes.hand(LANE, ref()) == GRANTED
     assert lanes.claim(LANE, JOB, 0, "token-a") == ("claimed", 1)
 
 
@@ -172,7 +175,7 @@ def test_a_deferred_request_waits_in_its_lane_for_its_delay(store: redis.Redis, 
     assert place(store, ref()) == {"lane"}
     assert before + 30 <= store.zscore(keys.lane(LANE), ref()) <= before + 30 + SLACK
     assert store.sismember(keys.lanes(), LANE)
-    assert not lanes.hand(LANE, ref())
+    assert lanes.hand(LANE, ref()) is None
     assert store.get(keys.lane_hold(LANE)) is None, "no hold unless asked"
 
 
@@ -205,7 +208,7 @@ def test_a_lease_that_ran_out_is_reaped_and_its_old_holder_can_neither_renew_nor
     assert not lanes.renew(LANE, ref(), "gone")
 
     monkeypatch.setattr(lanes_module, "LEASE_SECONDS", 60.0)
-    assert lanes.hand(LANE, ref())
+    assert lanes.hand(LANE, ref()) == GRANTED
     assert lanes.claim(LANE, JOB, 0, "new") == ("claimed", 2)
     assert not lanes.defer(LANE, ref(), "gone", 0.0)
     assert not lanes.renew(LANE, ref(), "gone")
@@ -258,7 +261,7 @@ def test_ending_a_request_takes_it_out_of_every_set(store: redis.Redis, lanes: L
     job = jobs.load(job_id)
     assert job is not None
     one = keys.request_ref(job_id, 0)
-    assert lanes.hand(job.lane, one)
+    assert lanes.hand(job.lane, one) == GRANTED
     lanes.claim(job.lane, job_id, 0, "token-a")
 
     assert jobs.finish(jobs.request(job, 0), "sent") == 2  # type: ignore[arg-type]
