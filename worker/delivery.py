@@ -14,7 +14,8 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -25,7 +26,7 @@ from worker.errors import AuthError, GraphError, Throttled, TokenTooShortLived, 
 from worker.graph import GraphClient, GraphResult
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore, Request
-from worker.lanes import RENEW_EVERY, LaneStore
+from worker.lanes import LOOKAHEAD, RENEW_EVERY, SEND_ALLOWANCE, LaneStore
 from worker.retrying import MAX_ATTEMPTS, backoff, persistently, retry_after_of
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 #: than this is replaced by a fresh one, which must have at least BULK_TOKEN_REQUIRED left.
 BULK_TOKEN_MIN_LIFETIME = 45 * 60 + 120
 BULK_TOKEN_REQUIRED = 45 * 60 + 10
+#: The longest a send waits for its slot: the scheduler reserves slots at most `LOOKAHEAD` ahead.
+MAX_ALIGN = LOOKAHEAD + SEND_ALLOWANCE
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class Lease:
     ref: str
     token: str
     claimed_at: float = field(default_factory=time.monotonic)
+    send_after: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,9 @@ class Delivery:
         default_tenant: str | None,
         heartbeat: Heartbeat | None = None,
         rand: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._sleep = sleep
         self._jobs = jobs
         self._lanes = lanes
         self._tokens = tokens
@@ -99,12 +105,19 @@ class Delivery:
         self._heartbeat = heartbeat
         self._rand = rand or random.Random()
 
-    def deliver(self, job_id: str, index: int, lane: str) -> Result:
-        """Sends request `index` of job `job_id` if this copy of the task may: at most once, whoever races it."""
+    def deliver(self, job_id: str, index: int, lane: str, at: float = 0.0) -> Result:
+        """Sends request `index` of job `job_id` if this copy of the task may: at most once, whoever races it.
+
+        `at` is the slot the scheduler reserved for it under Graph's limits (Redis' clock): the request
+        goes to Graph `SEND_ALLOWANCE` after it, or at once if it arrives later than that.
+        """
         lease = Lease(lane, keys.request_ref(job_id, index), uuid.uuid4().hex)
-        status, attempts = self._lanes.claim(lane, job_id, index, lease.token)
-        if status != "claimed":
-            return Skipped(status)
+        claim = self._lanes.claim(lane, job_id, index, lease.token)
+        if claim.status != "claimed":
+            return Skipped(claim.status)
+        attempts = claim.attempts
+        if at:
+            lease = replace(lease, send_after=lease.claimed_at + min(at + SEND_ALLOWANCE - claim.now, MAX_ALIGN))
         if self._heartbeat is not None:
             self._heartbeat.hold(lane, lease.ref, lease.token)
         try:
@@ -131,6 +144,7 @@ class Delivery:
             token = self._token(request, tenant)
             if not self._still_held(lease):
                 return Skipped("lease lost before sending")
+            self._wait_for_slot(lease)
             result = self._send(request, tenant, token)
         except (GraphError, AuthError) as exc:
             return self._failed(request, lease, attempts, exc)
@@ -148,6 +162,13 @@ class Delivery:
             attempts,
         )
         return Sent(result)
+
+    def _wait_for_slot(self, lease: Lease) -> None:
+        """Sends at the reserved slot plus the allowance (a few tens of milliseconds at most from now), so
+        that paced requests reach Graph as evenly spaced as their slots."""
+        wait = lease.send_after - time.monotonic()
+        if wait > 0:
+            self._sleep(wait)
 
     def _still_held(self, lease: Lease) -> bool:
         """Fencing before the send: after a long wait for a token, the lease is renewed or found lost (then

@@ -20,6 +20,7 @@ need not agree on the time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -34,6 +35,11 @@ LEASE_SECONDS = 10.0
 RENEW_EVERY = 3.0
 #: Seconds a handed request waits for a worker to take it before it goes back to its lane.
 HAND_TIMEOUT = 10.0
+#: How far ahead the scheduler reserves a request's slot under Graph's limits, and the allowance after its
+#: slot at which the worker sends it: the scheduler is never late for a slot, and the time from hand-out to
+#: Graph is the same for every request (its jitter would otherwise bring paced requests closer together).
+LOOKAHEAD = 0.1
+SEND_ALLOWANCE = 0.04
 #: After a 429, a lane's pace drops to this share of its limit (at least `PACE_FLOOR`), then climbs back
 #: by `PACE_CLIMB` of the limit a second while Graph stops throttling.
 PACE_CUT = 0.85
@@ -52,7 +58,7 @@ _CLAIM = (
     + END_JOB
     + """
 -- KEYS: handed, in-flight, leases, outcomes, paused flag, lane, attempts, job, ended jobs, callbacks
--- ARGV: ref, request index, lease token, lease seconds, job id. Returns {status, attempts}.
+-- ARGV: ref, request index, lease token, lease seconds, job id. Returns {status, attempts, Redis' time}.
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'stale', 0} end
 redis.call('ZREM', KEYS[1], ARGV[1])
 if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'ended', 0} end
@@ -68,7 +74,7 @@ end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('HSET', KEYS[8], 'started', '1') end
-return {'claimed', redis.call('HINCRBY', KEYS[7], ARGV[2], 1)}
+return {'claimed', redis.call('HINCRBY', KEYS[7], ARGV[2], 1), t[1] .. '.' .. string.format('%06d', t[2])}
 """
 )
 
@@ -130,25 +136,26 @@ _HAND = (
     _NOW
     + TAKE_PERMITS
     + """
--- KEYS: lane, handed, recent, then one key per rate limit; ARGV: ref, hand timeout, rate window, then the
--- microseconds between permits of each limit. Takes a permit from every limit and hands the ref out, in one
--- step. Returns {0, 0} if handed, {-1, 0} if the ref is not waiting in the lane (gone, or delayed), or
--- {microseconds to wait, index of the limit that holds it back} with nothing taken.
+-- KEYS: lane, handed, recent, then one key per rate limit; ARGV: ref, hand timeout, rate window, lookahead
+-- in microseconds, then the microseconds between permits of each limit. Reserves a slot under every limit
+-- and hands the ref out, in one step. Returns {0, 0, slot} if handed (slot: epoch microseconds), {-1, 0, 0}
+-- if the ref is not waiting in the lane (gone, or delayed), or {microseconds to wait, index of the limit
+-- that holds it back, 0} with nothing taken.
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > now then return {-1, 0} end
+if not score or tonumber(score) > now then return {-1, 0, 0} end
 local limit_keys, intervals = {}, {}
 for i = 4, #KEYS do
   limit_keys[#limit_keys + 1] = KEYS[i]
-  intervals[#intervals + 1] = ARGV[i]
+  intervals[#intervals + 1] = ARGV[i + 1]
 end
-local permit = take_permits(limit_keys, intervals)
+local permit = take_permits(limit_keys, intervals, tonumber(ARGV[4]))
 if permit[1] > 0 then return permit end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZADD', KEYS[3], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])) * 2)
-return {0, 0}
+return permit
 """
 )
 
@@ -202,6 +209,19 @@ class LaneState:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What a claim found: `status` (`claimed`, or why not), the attempts counted, and Redis' time then."""
+
+    status: str
+    attempts: int
+    now: float
+
+    def __iter__(self) -> Iterator[Any]:
+        """Unpacks as (status, attempts)."""
+        return iter((self.status, self.attempts))
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the scheduler reads at each step, in one round trip."""
 
@@ -239,11 +259,11 @@ class LaneStore:
         self._hand = client.register_script(_HAND)
         self._forget = client.register_script(_FORGET)
 
-    def claim(self, lane: str, job_id: str, index: int, token: str) -> tuple[str, int]:
+    def claim(self, lane: str, job_id: str, index: int, token: str) -> Claim:
         """Takes a handed request with a lease: (`claimed`, attempts so far including this one), or why not
         (`stale`: not handed now, another copy took it or it went back; `ended`; `cancelled`: its job was
         cancelled, and so is it now; `paused`: back in its lane)."""
-        status, attempts = self._claim(
+        status, attempts, *now = self._claim(
             keys=[
                 keys.lane_handed(lane),
                 keys.lane_in_flight(lane),
@@ -258,7 +278,7 @@ class LaneStore:
             ],
             args=[keys.request_ref(job_id, index), index, token, LEASE_SECONDS, job_id],
         )
-        return str(status), int(attempts)
+        return Claim(str(status), int(attempts), float(now[0]) if now else 0.0)
 
     def renew(self, lane: str, ref: str, token: str) -> bool:
         """Extends a lease this token holds; False when it was lost (reaped after running out)."""
@@ -289,17 +309,18 @@ class LaneStore:
         )
 
     def hand(self, lane: str, ref: str, limits: list[Limit] | None = None) -> Permit | None:
-        """Takes a permit from every limit and moves a ready request from its lane to handed, in one step.
+        """Reserves a slot under every limit (at most `LOOKAHEAD` s ahead) and moves a ready request from its
+        lane to handed, in one step.
 
-        Returns a Permit (`wait == 0`: handed; else how long until one, and which limit holds it back), or
-        None if the request is not waiting in its lane (gone, delayed).
+        Returns a Permit (`wait == 0`: handed, to be sent at `at`; else how long until one, and which limit
+        holds it back), or None if the request is not waiting in its lane (gone, delayed).
         """
         limits = limits or []
-        wait, worst = self._hand(
+        wait, worst, slot = self._hand(
             keys=[keys.lane(lane), keys.lane_handed(lane), keys.lane_recent(lane), *(lim.key for lim in limits)],
-            args=[ref, HAND_TIMEOUT, RATE_WINDOW, *intervals(limits)],
+            args=[ref, HAND_TIMEOUT, RATE_WINDOW, int(LOOKAHEAD * 1e6), *intervals(limits)],
         )
-        return None if int(wait) < 0 else permit(limits, int(wait), int(worst))
+        return None if int(wait) < 0 else permit(limits, int(wait), int(worst), int(slot))
 
     def delay(self, lane: str, ref: str, until: float) -> None:
         """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""

@@ -17,35 +17,35 @@ import redis
 from producers import keys
 from worker.jobs import Job
 
-#: Each interval is stretched by this share: the jitter between a permit and the request reaching Graph
-#: must not bring N+1 requests into the window where Graph allows N. 4% tolerates 40 ms in a 1 s window.
-PACING_MARGIN = 0.04
+#: Each interval is stretched by this share: the jitter between a permit's slot and the request reaching
+#: Graph must not bring N+1 requests into the window where Graph allows N. 3% tolerates 30 ms in a 1 s window
+#: (the worker sends at its slot plus a fixed allowance, so most of the pipeline's jitter is absorbed).
+PACING_MARGIN = 0.03
 
-#: `take_permits(keys, intervals)`: with `intervals` in microseconds, one per key, returns {0, 0} with a
-#: permit taken from every limit, or {microseconds to wait, index of the limit that makes the longest wait}
-#: with none taken. Shared with the scheduler's hand-out script, which takes permits and hands in one step.
+#: `take_permits(keys, intervals, lookahead)`: with `intervals` in microseconds, one per key, reserves the
+#: earliest slot (epoch microseconds) at which every limit has a permit, if it is at most `lookahead`
+#: microseconds away: returns {0, 0, slot}, each limit's next permit then one interval after the slot. Else
+#: nothing is taken and it returns {microseconds until the slot is within the lookahead, index of the limit
+#: that sets it, 0}. Shared with the scheduler's hand-out script, which reserves and hands in one step.
 TAKE_PERMITS = """
-local function take_permits(limit_keys, intervals)
+local function take_permits(limit_keys, intervals, lookahead)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local wait, worst = 0, 0
-  local tats = {}
+  local slot, worst = now, 0
   for i, key in ipairs(limit_keys) do
     local tat = tonumber(redis.call('GET', key) or '0')
-    if tat < now then tat = now end
-    tats[i] = tat
-    if tat - now > wait then wait, worst = tat - now, i end
+    if tat > slot then slot, worst = tat, i end
   end
-  if wait > 0 then return {wait, worst} end
+  if slot - now > lookahead then return {slot - now - lookahead, worst, 0} end
   for i, key in ipairs(limit_keys) do
     local interval = tonumber(intervals[i])
-    redis.call('SET', key, tats[i] + interval, 'PX', math.ceil(interval / 1000) + 1000)
+    redis.call('SET', key, slot + interval, 'PX', math.ceil((slot + interval - now) / 1000) + 1000)
   end
-  return {0, 0}
+  return {0, 0, slot}
 end
 """
 
-_ACQUIRE = TAKE_PERMITS + "return take_permits(KEYS, ARGV)\n"
+_ACQUIRE = TAKE_PERMITS + "return take_permits(KEYS, ARGV, 0)\n"
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,12 @@ class Limit:
 
 @dataclass(frozen=True)
 class Permit:
-    """A permit (`wait == 0`), or how long until one and the limit that holds it back."""
+    """A permit (`wait == 0`) for the slot `at` (epoch seconds, Redis' clock; 0 when not reserved ahead),
+    or how long until one and the limit that holds it back."""
 
     wait: float
     blocked_by: Limit | None = None
+    at: float = 0.0
 
 
 class RateLimiter:
@@ -103,7 +105,7 @@ class RateLimiter:
         """Takes a permit from every limit at once, or none and says how long to wait and for which."""
         if not limits:
             return Permit(0.0)
-        wait, worst = self._acquire(keys=[lim.key for lim in limits], args=intervals(limits))
+        wait, worst, _ = self._acquire(keys=[lim.key for lim in limits], args=intervals(limits))
         return permit(limits, int(wait), int(worst))
 
 
@@ -112,6 +114,6 @@ def intervals(limits: list[Limit]) -> list[int]:
     return [int(lim.interval * (1 + PACING_MARGIN) * 1e6) for lim in limits]
 
 
-def permit(limits: list[Limit], wait: int, worst: int) -> Permit:
+def permit(limits: list[Limit], wait: int, worst: int, slot: int = 0) -> Permit:
     """What `take_permits` answered, as a Permit."""
-    return Permit(0.0) if wait <= 0 else Permit(wait / 1e6, limits[worst - 1])
+    return Permit(0.0, at=slot / 1e6) if wait <= 0 else Permit(wait / 1e6, limits[worst - 1] if worst else None)

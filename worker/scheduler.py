@@ -59,7 +59,7 @@ SLOT_POLL = 0.01
 #: Job definitions kept in memory by the leader (they never change once enqueued).
 JOB_CACHE = 4096
 
-Publish = Callable[[str, int, str], None]
+Publish = Callable[[str, int, str, float], None]
 CallBack = Callable[[str, str | None, dict[str, Any]], None]
 
 
@@ -256,7 +256,7 @@ class Scheduler(threading.Thread):
                     self._blocked[permit.blocked_by.key] = time.monotonic() + permit.wait
                 return 0, permit.wait
             try:
-                self._publish(job_id, index, state.lane)
+                self._publish(job_id, index, state.lane, permit.at)
             except Exception as exc:  # the broker is away: the request goes back after the hand timeout
                 log.warning("lane %s: request %s not published (%s); it comes back", state.lane, ref, exc)
                 return 0, FOLLOWER_POLL

@@ -13,9 +13,10 @@ log = logging.getLogger(__name__)
 
 
 @app.task(name=keys.SEND_TASK)
-def send(job_id: str, index: int, lane: str) -> str:
-    """Sends one Graph request the scheduler handed out; a copy that is not its to send does nothing."""
-    result = resources().delivery.deliver(job_id, index, lane)
+def send(job_id: str, index: int, lane: str, at: float = 0.0) -> str:
+    """Sends one Graph request the scheduler handed out (for its slot `at`); a copy that is not its to send
+    does nothing."""
+    result = resources().delivery.deliver(job_id, index, lane, at)
     return type(result).__name__
 
 

@@ -29,7 +29,7 @@ from worker.errors import AuthError, Throttled
 from worker.graph import GraphClient
 from worker.heartbeat import Heartbeat
 from worker.jobs import Job, JobStore
-from worker.lanes import LaneStore, pace_of
+from worker.lanes import SEND_ALLOWANCE, LaneStore, pace_of
 from worker.ratelimit import Permit
 from worker.retrying import FIRST_BACKOFF, MAX_ATTEMPTS
 
@@ -40,7 +40,10 @@ CONFLICT = (
 )
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
-GRANTED = Permit(0.0)
+
+def granted(permit: Permit | None) -> bool:
+    """True when the hand-out went through (a permit for a slot)."""
+    return permit is not None and permit.wait == 0
 
 
 class FakeTokens:
@@ -130,7 +133,7 @@ class World:
         lane = self.lane_of(job_id)
         ref = keys.request_ref(job_id, index)
         self.store.zadd(keys.lane(lane), {ref: 0})
-        assert self.lanes.hand(lane, ref) == GRANTED
+        assert granted(self.lanes.hand(lane, ref))
         return lane
 
     def deliver(self, job_id: str, index: int = 0) -> Result:
@@ -374,7 +377,7 @@ def test_a_request_whose_worker_vanished_is_reaped_then_sent_exactly_once(
     job_id = world.notifier.notify_user(USER, user_body())
     lane, ref = world.hand(job_id), keys.request_ref(job_id, 0)
     monkeypatch.setattr(lanes_module, "LEASE_SECONDS", 0.05)
-    assert world.lanes.claim(lane, job_id, 0, "gone") == ("claimed", 1)  # and its worker is killed
+    assert tuple(world.lanes.claim(lane, job_id, 0, "gone")) == ("claimed", 1)  # and its worker is killed
     time.sleep(0.1)
 
     assert world.lanes.reap(lane) == 1
@@ -656,3 +659,25 @@ def test_a_request_whose_lease_was_lost_while_it_waited_for_a_token_is_not_sent_
     else:
         assert isinstance(result, Sent)
         assert len(world.graph.requests) == 1
+
+
+@pytest.mark.parametrize(("slot_in", "waits"), [(0.05, True), (-1.0, False)])
+def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before(
+    world_of: Callable[..., World], store: redis.Redis, slot_in: float, waits: bool
+) -> None:
+    slept: list[float] = []
+    world = world_of(httpx.Response(204))
+    tokens: Any = world.tokens
+    delivery = Delivery(world.jobs, world.lanes, tokens, world.client, TENANT, sleep=slept.append)
+    job_id = world.notifier.notify_user(USER, user_body())
+    lane = world.hand(job_id)
+    seconds, micros = store.time()
+
+    result = delivery.deliver(job_id, 0, lane, at=seconds + micros / 1e6 + slot_in)
+
+    assert isinstance(result, Sent)
+    if waits:  # a slot 50 ms ahead: the send waits for it and the allowance, and no longer
+        [wait] = slept
+        assert slot_in < wait <= slot_in + SEND_ALLOWANCE
+    else:  # a slot long past (the message was slow): sent at once
+        assert slept == []

@@ -21,7 +21,10 @@ LANE = "contoso.onmicrosoft.com:single"
 #: What a test may need of a Redis-time window: commands of the same test run within it.
 SLACK = 5.0
 
-GRANTED = Permit(0.0)
+
+def granted(permit: Permit | None) -> bool:
+    """True when the hand-out went through (a permit for a slot)."""
+    return permit is not None and permit.wait == 0
 
 
 @pytest.fixture
@@ -42,12 +45,12 @@ def waiting(store: redis.Redis, *refs: str, at: float = 0.0, lane: str = LANE) -
 def handed(store: redis.Redis, lanes: LaneStore, *refs: str) -> None:
     waiting(store, *refs)
     for one in refs:
-        assert lanes.hand(LANE, one) == GRANTED
+        assert granted(lanes.hand(LANE, one))
 
 
 def claimed(store: redis.Redis, lanes: LaneStore, index: int, token: str) -> None:
     handed(store, lanes, ref(index))
-    assert lanes.claim(LANE, JOB, index, token) == ("claimed", 1)
+    assert tuple(lanes.claim(LANE, JOB, index, token)) == ("claimed", 1)
 
 
 def place(store: redis.Redis, one: str) -> set[str]:
@@ -71,7 +74,7 @@ def test_a_ref_splits_into_its_job_id_and_request_index() -> None:
 def test_a_ready_request_is_handed_out_of_its_lane(store: redis.Redis, lanes: LaneStore) -> None:
     waiting(store, ref())
 
-    assert lanes.hand(LANE, ref()) == GRANTED
+    assert granted(lanes.hand(LANE, ref()))
 
     assert place(store, ref()) == {"handed"}
     assert lanes.now() < store.zscore(keys.lane_handed(LANE), ref()) <= lanes.now() + lanes_module.HAND_TIMEOUT
@@ -91,9 +94,9 @@ def test_a_handed_request_is_claimed_with_a_lease_and_counts_an_attempt(
     job_id = notifier.notify_user(USER, user_body())
     lane = JobStore(store).load(job_id).lane  # type: ignore[union-attr]
     one = keys.request_ref(job_id, 0)
-    assert lanes.hand(lane, one) == GRANTED
+    assert granted(lanes.hand(lane, one))
 
-    assert lanes.claim(lane, job_id, 0, "token-a") == ("claimed", 1)
+    assert tuple(lanes.claim(lane, job_id, 0, "token-a")) == ("claimed", 1)
 
     assert store.zscore(keys.lane_in_flight(lane), one) <= lanes.now() + LEASE_SECONDS
     assert store.hget(keys.leases(), one) == "token-a"
@@ -104,7 +107,7 @@ def test_a_handed_request_is_claimed_with_a_lease_and_counts_an_attempt(
 def test_a_request_that_is_not_handed_now_is_stale_to_a_claim(store: redis.Redis, lanes: LaneStore) -> None:
     waiting(store, ref())
 
-    assert lanes.claim(LANE, JOB, 0, "token-a") == ("stale", 0)
+    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("stale", 0)
     assert place(store, ref()) == {"lane"}
     assert store.hget(keys.job_attempts(JOB), "0") is None
 
@@ -116,7 +119,7 @@ def test_only_one_of_many_racing_claims_takes_a_handed_request(store: redis.Redi
 
     def claim(token: str) -> None:
         start.wait()
-        statuses.append(lanes.claim(LANE, JOB, 0, token)[0])
+        statuses.append(lanes.claim(LANE, JOB, 0, token).status)
 
     threads = [threading.Thread(target=claim, args=(f"token-{i}",)) for i in range(8)]
     for thread in threads:
@@ -132,7 +135,7 @@ def test_a_handed_request_that_already_ended_is_not_claimed(store: redis.Redis, 
     handed(store, lanes, ref())
     store.hset(keys.job_outcomes(JOB), "0", "sent")
 
-    assert lanes.claim(LANE, JOB, 0, "token-a") == ("ended", 0)
+    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("ended", 0)
     assert place(store, ref()) == set()
 
 
@@ -140,13 +143,13 @@ def test_a_claim_while_paused_puts_the_request_back_in_its_lane(store: redis.Red
     handed(store, lanes, ref())
     store.set(keys.paused(), "1")
 
-    assert lanes.claim(LANE, JOB, 0, "token-a") == ("paused", 0)
+    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("paused", 0)
     assert place(store, ref()) == {"lane"}
     assert store.zscore(keys.lane(LANE), ref()) <= lanes.now()
 
     store.delete(keys.paused())
-    assert lanes.hand(LANE, ref()) == GRANTED
-    assert lanes.claim(LANE, JOB, 0, "token-a") == ("claimed", 1)
+    assert granted(lanes.hand(LANE, ref()))
+    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("claimed", 1)
 
 
 def test_a_lease_is_renewed_by_its_holder_only(store: redis.Redis, lanes: LaneStore) -> None:
@@ -208,8 +211,8 @@ def test_a_lease_that_ran_out_is_reaped_and_its_old_holder_can_neither_renew_nor
     assert not lanes.renew(LANE, ref(), "gone")
 
     monkeypatch.setattr(lanes_module, "LEASE_SECONDS", 60.0)
-    assert lanes.hand(LANE, ref()) == GRANTED
-    assert lanes.claim(LANE, JOB, 0, "new") == ("claimed", 2)
+    assert granted(lanes.hand(LANE, ref()))
+    assert tuple(lanes.claim(LANE, JOB, 0, "new")) == ("claimed", 2)
     assert not lanes.defer(LANE, ref(), "gone", 0.0)
     assert not lanes.renew(LANE, ref(), "gone")
     assert place(store, ref()) == {"in flight", "leased"}
@@ -252,7 +255,7 @@ def test_a_handed_request_no_worker_took_is_reaped_after_the_hand_timeout(
 
     assert lanes.reap(LANE) == 1
     assert place(store, ref()) == {"lane"}
-    assert lanes.claim(LANE, JOB, 0, "late") == ("stale", 0), "the lost message's late copy does nothing"
+    assert tuple(lanes.claim(LANE, JOB, 0, "late")) == ("stale", 0), "the lost message's late copy does nothing"
 
 
 def test_ending_a_request_takes_it_out_of_every_set(store: redis.Redis, lanes: LaneStore, notifier: Notifier) -> None:
@@ -261,7 +264,7 @@ def test_ending_a_request_takes_it_out_of_every_set(store: redis.Redis, lanes: L
     job = jobs.load(job_id)
     assert job is not None
     one = keys.request_ref(job_id, 0)
-    assert lanes.hand(job.lane, one) == GRANTED
+    assert granted(lanes.hand(job.lane, one))
     lanes.claim(job.lane, job_id, 0, "token-a")
 
     assert jobs.finish(jobs.request(job, 0), "sent") == 2  # type: ignore[arg-type]

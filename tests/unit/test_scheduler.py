@@ -19,8 +19,8 @@ from worker import lanes as lanes_module
 from worker import scheduler as scheduler_module
 from worker.config import GRAPH_RATE_LIMITS
 from worker.jobs import JobStore
-from worker.lanes import LaneStore
-from worker.ratelimit import RateLimiter
+from worker.lanes import LOOKAHEAD, LaneStore
+from worker.ratelimit import PACING_MARGIN, RateLimiter
 from worker.scheduler import FOLLOWER_POLL, Fleet, Scheduler
 
 APP = "a3111f15-658e-457c-9689-fd20fe907330"
@@ -37,10 +37,11 @@ def scheduler(
     node: str = "worker-a",
     slots: int = 32,
     retention: float = 3600.0,
-    publish: Callable[[str, int, str], None] | None = None,
+    publish: Callable[[str, int, str, float], None] | None = None,
     call_back: Callable[[str, str | None, dict[str, Any]], None] | None = None,
 ) -> Scheduler:
-    def record(job_id: str, index: int, lane: str) -> None:
+    def record(job_id: str, index: int, lane: str, at: float) -> None:
+        assert at > 0, "every hand-out carries its slot"
         published.append((job_id, index, lane))
 
     return Scheduler(
@@ -329,7 +330,7 @@ def test_a_request_whose_message_was_lost_or_never_published_is_handed_out_again
     monkeypatch.setattr(scheduler_module, "REAP_EVERY", 0.0)
     calls: Published = []
 
-    def publish(job_id: str, index: int, lane: str) -> None:
+    def publish(job_id: str, index: int, lane: str, at: float) -> None:
         calls.append((job_id, index, lane))
         if len(calls) == 1:
             raise ConnectionError("the broker is away")
@@ -419,3 +420,23 @@ def test_a_callback_the_broker_refused_is_sent_again(
     leader.step()
 
     assert calls == [job_id, job_id]
+
+
+def test_slots_are_reserved_ahead_one_interval_apart_however_late_the_leader_steps(
+    store: redis.Redis, notifier: Notifier
+) -> None:
+    slots: list[float] = []
+    leader = scheduler(store, [], limiter(store, bulk_tenant=2), publish=lambda j, i, lane, at: slots.append(at))
+    notifier.notify_recipients(bulk_body(500))
+    interval = 0.5 * (1 + PACING_MARGIN)
+
+    leader.step()
+    assert len(slots) == 1, "the second slot is an interval away, beyond the lookahead"
+    time.sleep(interval - LOOKAHEAD / 2)  # the next slot is now within the lookahead, not yet due
+    leader.step()
+    time.sleep(interval + 0.2)  # the leader steps late: the slot after is already past
+    leader.step()
+
+    assert len(slots) == 3
+    assert slots[1] - slots[0] == pytest.approx(interval, abs=1e-5)  # reserved ahead, at its exact slot
+    assert slots[2] - slots[1] >= interval  # never closer than an interval, even after a late step
