@@ -144,8 +144,8 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
     global _scheduler  # noqa: PLW0603 - one per worker, by design
     res = resources()
 
-    def publish(job_id: str, index: int, lane: str) -> None:
-        app.send_task(keys.SEND_TASK, args=[job_id, index, lane], queue=keys.QUEUE)
+    def publish(job_id: str, index: int, lane: str, at: float) -> None:
+        app.send_task(keys.SEND_TASK, args=[job_id, index, lane, at], queue=keys.QUEUE)
 
     def call_back(task: str, queue: str | None, status: dict[str, Any]) -> None:
         app.send_task(task, args=[status], queue=queue or CELERY_DEFAULT_QUEUE)
