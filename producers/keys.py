@@ -156,6 +156,11 @@ def fleet() -> str:
     return f"{PREFIX}:fleet"
 
 
+def replication_probe() -> str:
+    """What a producer writes just before `WAIT`, on the connection that waits (`connection.confirm_replicated`)."""
+    return f"{PREFIX}:replication-probe"
+
+
 def job_keys(job_id: str) -> list[str]:
     """Every key of one job, for retention: they expire together once the job has ended."""
     return [

@@ -13,7 +13,7 @@ from typing import Any, cast
 import redis
 
 from producers import keys, options
-from producers.connection import DEFAULT_REDIS_URL, connect, redacted
+from producers.connection import DEFAULT_REDIS_URL, confirm_replicated, connect, redacted
 from producers.errors import BrokerUnavailable, UnknownJob
 from producers.manifest import Manifest
 from producers.models import MAX_RECIPIENTS_PER_REQUEST, Endpoint, RecipientsNotification, parse_body
@@ -22,6 +22,8 @@ from producers.status import JobStatus
 
 #: The keyword options of every `notify_*`.
 OPTIONS = ("tenant_id", "idempotency_key", "send_at", "callback", "callback_queue")
+#: Times an enqueue is written again when a failover lost it before a replica confirmed it.
+REWRITES = 3
 
 __all__ = ["DEFAULT_REDIS_URL", "Notifier", "connect", "redacted"]
 
@@ -143,10 +145,16 @@ class Notifier:
             pipe.sadd(keys.lanes(), lane)
 
         try:
-            self._redis.transaction(transaction, *watched)
+            # Through Sentinels the job must also be on a replica (WAIT) before the producer is told it is
+            # enqueued; a failover in between may have lost it, and then it is written again (same id).
+            for _ in range(REWRITES):
+                winner[0] = job_id
+                self._redis.transaction(transaction, *watched)
+                if confirm_replicated(self._redis, keys.job(winner[0])):
+                    return winner[0]
         except redis.RedisError as exc:
             raise self._unavailable(exc) from None
-        return winner[0]
+        raise BrokerUnavailable(f"Redis at {redacted(self._url)} lost the job in failovers {REWRITES} times over")
 
     def _unavailable(self, exc: Exception) -> BrokerUnavailable:
         return BrokerUnavailable(f"cannot reach Redis at {redacted(self._url)}: {exc}; nothing was enqueued")

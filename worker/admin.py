@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from kombu.exceptions import KombuError
 from rich.console import Console
 from rich.table import Table
 
@@ -17,6 +18,7 @@ from producers import keys
 from producers.connection import connect, redacted
 from producers.errors import BrokerUnavailable, UnknownJob
 from producers.notifier import Notifier
+from worker import broker
 from worker.config import Settings
 from worker.deadletters import DeadLetter, DeadLetterStore
 from worker.lanes import RATE_WINDOW, LaneState, LaneStore
@@ -88,10 +90,18 @@ def _lanes(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
     return [lane_document(state, settings) for state in store.states(store.lane_ids())]
 
 
+def _queue_depths(settings: Settings) -> dict[str, int | None]:
+    """The fleet's queues in the broker; BrokerUnavailable when the broker cannot be asked."""
+    try:
+        return broker.queue_depths(settings)
+    except (redis.RedisError, OSError, KombuError) as exc:
+        raise BrokerUnavailable(f"cannot reach the broker at {redacted(settings.broker)}: {exc}") from None
+
+
 def fleet_status(settings: Settings) -> dict[str, Any]:
-    """Queue depths, lanes, workers answering a ping, dead letters waiting, paused or not."""
+    """Broker and store, queue depths, lanes, workers answering a ping, dead letters waiting, paused or not."""
+    queues = _queue_depths(settings)
     with redis_client(settings) as client:
-        queues = {queue: int(client.llen(queue)) for queue in (keys.QUEUE, keys.ADMIN_QUEUE)}
         lanes = _lanes(client, settings)
         dead = DeadLetterStore(client).count()
         jobs = int(client.zcard(keys.jobs_index()))
@@ -102,6 +112,7 @@ def fleet_status(settings: Settings) -> dict[str, Any]:
     workers = sorted(name for reply in replies for name in reply)
     totals = {name: sum(lane[name] for lane in lanes) for name in ("waiting", "delayed", "handed", "in_flight")}
     return {
+        **broker.layout(settings),
         "queues": queues,
         **totals,
         "lanes": lanes,
@@ -134,7 +145,7 @@ def backlog(settings: Settings) -> dict[str, int]:
     with redis_client(settings) as client:
         lanes = _lanes(client, settings)
         left = {name: sum(lane[name] for lane in lanes) for name in ("waiting", "delayed", "handed", "in_flight")}
-        return {**left, "queued": int(client.llen(keys.QUEUE))}
+    return {**left, "queued": _queue_depths(settings)[keys.QUEUE] or 0}
 
 
 def drain(
@@ -214,8 +225,12 @@ def print_status(document: dict[str, Any]) -> None:
                 table.add_row(name, *map(str, row))
         console.print(table)
         return
+    store = document["store"]
+    master = f", master {store['master'] or 'unknown'}" if "master" in store else ""
+    console.print(f"broker: {document['broker']['kind']} at {document['broker']['url']}")
+    console.print(f"store: {store['kind']} at {store['url']}{master}")
     for queue, depth in document["queues"].items():
-        console.print(f"queue {queue}: {depth} message(s)")
+        console.print(f"queue {queue}: {'not declared yet' if depth is None else f'{depth} message(s)'}")
     lanes = Table(title=f"lanes (scheduler: {document['scheduler']})")
     for column in ("tenant", "class", "waiting", "delayed", "handed", "in flight", "rate/s", "limit/s", "throttled"):
         lanes.add_column(column, justify="left" if column in ("tenant", "class") else "right")

@@ -14,7 +14,7 @@ from celery.signals import worker_process_shutdown, worker_ready, worker_shutdow
 
 from producers import keys
 from producers.connection import connect
-from worker import config, observe
+from worker import broker, config, observe
 from worker.auth import TokenProvider
 from worker.delivery import Delivery
 from worker.graph import GraphClient
@@ -50,13 +50,14 @@ class FleetApp(Celery):
 
 
 def create_app(settings: config.Settings | None = None) -> Celery:
-    """The Celery app over Redis; admin tasks return their results through the Redis result backend.
+    """The Celery app over its broker (Redis, Redis through Sentinel, or RabbitMQ: `worker.broker`); admin
+    tasks return their results through the Redis result backend on the store.
 
     A message is only how a ready request reaches a worker: what must happen to it is in Redis (see
     `worker.lanes`), so a lost, duplicated or late message costs a few seconds at most, never a request.
     """
     settings = settings or config.load()
-    app = FleetApp("teams_notify", broker=settings.redis_url, backend=settings.redis_url, include=["worker.tasks"])
+    app = FleetApp("teams_notify", include=["worker.tasks"])
     app.conf.update(
         task_default_queue=keys.QUEUE,
         task_routes={"teams_notify.admin.*": {"queue": keys.ADMIN_QUEUE}},
@@ -67,20 +68,13 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,  # a running send keeps its lease alive
         broker_connection_retry_on_startup=True,
-        # A message a dead worker held goes back to the queue after this long; by then the scheduler has
-        # handed its request out again, so the restored copy finds it taken and does nothing.
-        broker_transport_options={
-            "visibility_timeout": settings.visibility_timeout,
-            # Sweep for such messages every tenth of the timeout (kombu's default is every 100 s or so).
-            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
-            "unacked_restore_throttle": 1,
-        },
         task_serializer="json",
         teams_notify_log_format=settings.log_format,
         accept_content=["json"],
         result_serializer="json",
         result_expires=3600,
     )
+    broker.configure(app, settings)
     return app
 
 
@@ -147,8 +141,11 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
     def publish(job_id: str, index: int, lane: str, at: float) -> None:
         app.send_task(keys.SEND_TASK, args=[job_id, index, lane, at], queue=keys.QUEUE)
 
+    callback_queue = broker.CallbackQueues(app, res.settings)
+
     def call_back(task: str, queue: str | None, status: dict[str, Any]) -> None:
-        app.send_task(task, args=[status], queue=queue or CELERY_DEFAULT_QUEUE)
+        options: dict[str, Any] = {"queue": callback_queue(queue or CELERY_DEFAULT_QUEUE)}  # a name, or a Queue
+        app.send_task(task, args=[status], **options)
 
     # worker_ready's sender is the worker's Consumer; its controller (the WorkController) knows the pool size.
     controller = getattr(sender, "controller", None)

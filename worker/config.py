@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from producers.connection import DEFAULT_REDIS_URL, redacted
+from producers.connection import DEFAULT_REDIS_URL, ReplicaWait, check_store_url, is_sentinel, redacted
 from producers.errors import ConfigurationError
 from producers.ids import check_tenant_id, is_guid
 from worker import credentials
@@ -42,6 +42,9 @@ GRAPH_RATE_LIMITS: dict[str, float] = {
 DEFAULT_RETENTION = 7 * 86400.0
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+#: The schemes of a RabbitMQ broker (`TEAMS_NOTIFY_BROKER_URL`).
+AMQP_SCHEMES = ("amqp", "amqps")
+
 LogFormat = Literal["json", "text", "auto"]
 _LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -51,6 +54,8 @@ class Settings:
     """Everything the worker and the CLI are configured with; the secret stays out of `repr`."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str | None = None
+    redis_wait: ReplicaWait | None = None
     cloud: str = "global"
     graph_url: str = CLOUDS["global"][0]
     authority_host: str = CLOUDS["global"][1]
@@ -71,7 +76,8 @@ class Settings:
         secret = "'***'" if self.client_secret else "None"
         password = "'***'" if self.client_certificate_password else "None"
         return (
-            f"Settings(redis_url={redacted(self.redis_url)!r}, cloud={self.cloud!r}, graph_url={self.graph_url!r}, "
+            f"Settings(redis_url={redacted(self.redis_url)!r}, broker_url={redacted(self.broker)!r}, "
+            f"redis_wait='{self.replica_wait}', cloud={self.cloud!r}, graph_url={self.graph_url!r}, "
             f"authority_host={self.authority_host!r}, tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
             f"client_secret={secret}, client_certificate={self.client_certificate!r}, "
             f"client_certificate_password={password}, rate_limits={self.rate_limits!r}, "
@@ -79,6 +85,16 @@ class Settings:
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"visibility_timeout={self.visibility_timeout}, retention={self.retention:g})"
         )
+
+    @property
+    def broker(self) -> str:
+        """The Celery broker's URL: `TEAMS_NOTIFY_BROKER_URL`, else the store's."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def replica_wait(self) -> ReplicaWait:
+        """What a producer's enqueue waits for (`TEAMS_NOTIFY_REDIS_WAIT`; by default one replica through Sentinels)."""
+        return self.redis_wait or ReplicaWait.parse(None, is_sentinel(self.redis_url))
 
     @property
     def graph_scope(self) -> str:
@@ -149,6 +165,30 @@ def parse_rate_limits(value: str) -> dict[str, float] | None:
     return limits
 
 
+def check_broker_url(url: str, name: str = "TEAMS_NOTIFY_BROKER_URL") -> None:
+    """A Redis, Sentinel or RabbitMQ URL (`amqp://`, `amqps://`; several RabbitMQ nodes joined by `;`)."""
+    parts = [part.strip() for part in url.split(";")]
+    schemes = {urlsplit(part).scheme.lower() for part in parts}
+    if len(parts) > 1 and not schemes <= set(AMQP_SCHEMES):
+        raise ConfigurationError(f"{name}={redacted(url)!r}: only amqp:// URLs can be joined by ';' (one per node)")
+    for part in parts:
+        scheme = urlsplit(part).scheme.lower()
+        if scheme in AMQP_SCHEMES:
+            parsed = urlsplit(part)
+            try:
+                parsed.port  # noqa: B018 - raises ValueError for a malformed port
+            except ValueError:
+                raise ConfigurationError(f"{name}={redacted(part)!r} has no valid port") from None
+            if not parsed.hostname:
+                raise ConfigurationError(f"{name}={redacted(part)!r} names no host")
+        elif scheme in ("redis", "rediss") or is_sentinel(part):
+            check_store_url(part, name)
+        else:
+            raise ConfigurationError(
+                f"{name}={redacted(part)!r} is not a redis://, rediss://, redis+sentinel://, amqp:// or amqps:// URL"
+            )
+
+
 def parse_duration(name: str, value: str) -> float:
     """A positive duration such as `90s`, `15m`, `12h` or `7d` (a bare number is seconds), in seconds."""
     text = value.strip().lower()
@@ -172,8 +212,12 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         return value or None
 
     redis_url = get("TEAMS_NOTIFY_REDIS_URL") or DEFAULT_REDIS_URL
-    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError(f"TEAMS_NOTIFY_REDIS_URL={redacted(redis_url)!r} is not a redis:// URL")
+    check_store_url(redis_url, "TEAMS_NOTIFY_REDIS_URL")
+    broker_url = get("TEAMS_NOTIFY_BROKER_URL")
+    if broker_url is not None:
+        check_broker_url(broker_url)
+    wait_text = get("TEAMS_NOTIFY_REDIS_WAIT")
+    redis_wait = ReplicaWait.parse(wait_text, is_sentinel(redis_url)) if wait_text else None
     cloud = (get("TEAMS_NOTIFY_CLOUD") or "global").lower()
     if cloud not in CLOUDS:
         raise ConfigurationError(f"TEAMS_NOTIFY_CLOUD={cloud!r} is not one of {', '.join(CLOUDS)}")
@@ -208,6 +252,8 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigurationError(f"TEAMS_NOTIFY_APP_MANIFEST={manifest!r}: no such file")
     return Settings(
         redis_url=redis_url,
+        broker_url=broker_url,
+        redis_wait=redis_wait,
         cloud=cloud,
         graph_url=graph_url,
         authority_host=authority,
