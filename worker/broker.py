@@ -79,18 +79,34 @@ def celery_url(url: str) -> tuple[str, dict[str, Any]]:
     return url, {}
 
 
-class FleetSentinelChannel(kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel, made safe to close after its connection was: when a failover drops the
-    broker connection, kombu may close the channel (and requeue its unacknowledged messages) once the
-    transport has let go of its client, and its Sentinel lookup then fails with an AttributeError that
-    ends the worker ("Unrecoverable error"). Here that is a connection error, which kombu ignores on close;
-    the messages stay unacknowledged until the visibility timeout restores them (their requests went
-    back to their lanes long before)."""
+class _SafeClose:
+    """Makes kombu's Redis channels safe to close after their connection was: when Redis goes away (it
+    restarts, or a failover drops the broker connection), kombu may close the channel (and requeue its
+    unacknowledged messages) once the transport has let go of its client, and its connection lookup then
+    fails with an AttributeError that ends the worker ("Unrecoverable error"). Here that is a connection
+    error, which kombu ignores on close; the messages stay unacknowledged until the visibility timeout
+    restores them (their requests went back to their lanes long before)."""
+
+    connection: Any
 
     def _get_pool(self, asynchronous: bool = False) -> Any:
         if self.connection is None or self.connection.client is None:
             raise redis.ConnectionError("the broker connection is closed already")
         return super()._get_pool(asynchronous)  # type: ignore[misc]  # missing from kombu's annotations
+
+
+class FleetRedisChannel(_SafeClose, kombu_redis.Channel):
+    """kombu's Redis channel, safe to close after a lost connection."""
+
+
+class FleetRedisTransport(kombu_redis.Transport):
+    """kombu's `redis://` transport with `FleetRedisChannel`."""
+
+    Channel = FleetRedisChannel
+
+
+class FleetSentinelChannel(_SafeClose, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel, safe to close after a lost connection."""
 
 
 class FleetSentinelTransport(kombu_redis.SentinelTransport):
@@ -125,6 +141,8 @@ def configure(app: Celery, settings: Settings) -> None:
         return
     if kind(settings.broker) == "redis-sentinel":
         app.conf.broker_transport = f"{__name__}:FleetSentinelTransport"
+    elif broker.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = f"{__name__}:FleetRedisTransport"
     app.conf.broker_transport_options = {
         **broker_options,
         # A message a dead worker held goes back to the queue after this long; by then the scheduler has

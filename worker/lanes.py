@@ -39,10 +39,10 @@ HAND_TIMEOUT = 10.0
 #: slot at which the worker sends it: the scheduler is never late for a slot, and the time from hand-out to
 #: Graph is the same for every request (its jitter would otherwise bring paced requests closer together).
 LOOKAHEAD = 0.1
-SEND_ALLOWANCE = 0.04
+SEND_ALLOWANCE = 0.08
 #: After a 429, a lane's pace drops to this share of its limit (at least `PACE_FLOOR`), then climbs back
 #: by `PACE_CLIMB` of the limit a second while Graph stops throttling.
-PACE_CUT = 0.85
+PACE_CUT = 0.9
 PACE_FLOOR = 0.5
 PACE_CLIMB = 0.05
 #: Seconds of hand-outs a lane's current rate is measured over.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import redis
 
@@ -206,10 +208,31 @@ def test_a_sentinel_broker_uses_the_fleets_sentinel_transport() -> None:
         connection.release()
 
 
-def test_a_sentinel_channel_whose_connection_is_gone_fails_as_a_connection_error_kombu_ignores_on_close() -> None:
-    channel = broker.FleetSentinelChannel.__new__(broker.FleetSentinelChannel)
+@pytest.mark.parametrize(
+    ("channel_class", "transport"),
+    [
+        (broker.FleetSentinelChannel, broker.FleetSentinelTransport),
+        (broker.FleetRedisChannel, broker.FleetRedisTransport),
+    ],
+)
+def test_a_channel_whose_connection_is_gone_fails_as_a_connection_error_kombu_ignores_on_close(
+    channel_class: type[Any], transport: type[Any]
+) -> None:
+    channel = channel_class.__new__(channel_class)
     channel.connection = type("ClosedTransport", (), {"client": None})()
 
     with pytest.raises(redis.ConnectionError):
         channel._get_pool()
-    assert redis.ConnectionError in broker.FleetSentinelTransport.connection_errors
+    assert redis.ConnectionError in transport.connection_errors
+    assert transport.Channel is channel_class
+
+
+def test_a_redis_broker_uses_the_fleets_redis_transport() -> None:
+    app = create_app(Settings(redis_url="redis://store:6379/0"))
+
+    connection = app.connection_for_write()
+    try:
+        assert isinstance(connection.transport, broker.FleetRedisTransport)
+        assert connection.hostname == "store"
+    finally:
+        connection.release()
