@@ -36,6 +36,11 @@ def job_chunks(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:chunks"
 
 
+def job_staged(job_id: str) -> str:
+    """A bulk job's recipients while its enqueue writes them, before it commits (they then become its chunks)."""
+    return f"{PREFIX}:job:{job_id}:staged"
+
+
 def job_outcomes(job_id: str) -> str:
     """The hash from request index to its final outcome (`sent` or `dead`): each request ends once."""
     return f"{PREFIX}:job:{job_id}:outcomes"

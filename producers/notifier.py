@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 
+from producers import chunks as chunk_codec
 from producers import keys, options
 from producers.connection import DEFAULT_REDIS_URL, confirm_replicated, connect, redacted
 from producers.errors import BrokerUnavailable, UnknownJob
 from producers.manifest import Manifest
-from producers.models import MAX_RECIPIENTS_PER_REQUEST, Endpoint, RecipientsNotification, parse_body
-from producers.scripts import CANCEL
+from producers.models import MAX_RECIPIENTS_PER_REQUEST, Endpoint, NotificationBody, parse_body, parse_bulk
+from producers.scripts import CANCEL, ENQUEUE
 from producers.status import JobStatus
 
 #: The keyword options of every `notify_*`.
 OPTIONS = ("tenant_id", "idempotency_key", "send_at", "callback", "callback_queue")
 #: Times an enqueue is written again when a failover lost it before a replica confirmed it.
 REWRITES = 3
+#: Recipient slices staged per round trip, and how long staged slices wait for their enqueue to commit.
+STAGE_SLICES = 200
+STAGE_EXPIRY = 3600
 
 __all__ = ["DEFAULT_REDIS_URL", "Notifier", "connect", "redacted"]
 
@@ -40,6 +44,7 @@ class Notifier:
         self._url = redis_url or os.environ.get("TEAMS_NOTIFY_REDIS_URL") or DEFAULT_REDIS_URL
         self._redis = connect(self._url)
         self._cancel = self._redis.register_script(CANCEL)
+        self._enqueue_script = self._redis.register_script(ENQUEUE)
         manifest = manifest or os.environ.get("TEAMS_NOTIFY_APP_MANIFEST") or None
         self._manifest = Manifest.load(manifest) if manifest else None
 
@@ -102,78 +107,101 @@ class Notifier:
         return self.status(job_id)
 
     def _enqueue(self, endpoint: Endpoint, target: str | None, body: Any, **given: Any) -> str:
-        parsed = parse_body(endpoint, body, target)
-        if self._manifest is not None:
-            self._manifest.check(parsed)
         unknown = sorted(set(given) - set(OPTIONS))
         if unknown:
             raise TypeError(f"unexpected keyword argument {unknown[0]!r} (options: {', '.join(OPTIONS)})")
+        chunks: dict[str, str] = {}
+        parsed: NotificationBody
+        if endpoint is Endpoint.RECIPIENTS:
+            parsed, recipients, plain = parse_bulk(body)  # fast, without a model per recipient
+            chunks = _slices(recipients, plain)
+            total = str(len(recipients))
+        else:
+            parsed, total = parse_body(endpoint, body, target), ""
+        if self._manifest is not None:
+            self._manifest.check(parsed)
         checked = options.check(**given)
-        record, chunks = _job_record(endpoint, target, parsed, checked)
+        record = _job_record(endpoint, target, parsed, checked, recipients_total=total, requests=len(chunks) or 1)
         return self._write(record, chunks, checked)
 
     def _write(self, record: dict[str, str], chunks: dict[str, str], checked: options.Options) -> str:
-        """Writes record, chunks and requests in one transaction; the first job of a key wins."""
+        """Stages the recipients in slices, then commits the job in one script; the first job of a key wins.
+
+        A job is enqueued whole or not at all: staged recipients nobody committed expire by themselves.
+        Through Sentinels the job must also be on a replica (WAIT) before the producer is told it is
+        enqueued; a failover in between may have lost it, and then it is written again (same id).
+        """
         job_id = record["job_id"]
-        lane = record["lane"]
-        idempotency_key = checked.idempotency_key
+        idempotency = checked.idempotency_key
+        script_keys = [
+            keys.idempotency(idempotency) if idempotency else keys.job(job_id),
+            keys.job(job_id),
+            keys.job_chunks(job_id),
+            keys.job_staged(job_id),
+            keys.jobs_index(),
+            keys.lane(record["lane"]),
+            keys.lanes(),
+        ]
+        args = [
+            job_id,
+            "1" if idempotency else "0",
+            record["requests_total"],
+            checked.send_at or "",
+            record["lane"],
+            json.dumps(record),  # one argument rather than 20: packing arguments is what an enqueue costs most
+        ]
         try:
-            seconds, micros = self._redis.time()  # scores are on Redis' clock, whatever this host's says
-        except redis.RedisError as exc:
-            raise self._unavailable(exc) from None
-        now = seconds + micros / 1e6
-        ready = max(checked.send_at or now, now)
-        refs = {keys.request_ref(job_id, index): ready for index in range(int(record["requests_total"]))}
-        watched = [keys.idempotency(idempotency_key)] if idempotency_key else []
-
-        winner = [job_id]
-
-        def transaction(pipe: redis.client.Pipeline) -> None:
-            if idempotency_key:
-                existing = pipe.get(keys.idempotency(idempotency_key))
-                if existing:
-                    winner[0] = str(existing)
-                    return
-            pipe.multi()
-            if idempotency_key:
-                pipe.set(keys.idempotency(idempotency_key), job_id)
-            pipe.hset(keys.job(job_id), mapping=cast(Mapping[Any, Any], record))
-            if chunks:
-                pipe.hset(keys.job_chunks(job_id), mapping=cast(Mapping[Any, Any], chunks))
-            pipe.zadd(keys.jobs_index(), {job_id: now})
-            pipe.zadd(keys.lane(lane), cast(Mapping[Any, Any], refs))
-            pipe.sadd(keys.lanes(), lane)
-
-        try:
-            # Through Sentinels the job must also be on a replica (WAIT) before the producer is told it is
-            # enqueued; a failover in between may have lost it, and then it is written again (same id).
             for _ in range(REWRITES):
-                winner[0] = job_id
-                self._redis.transaction(transaction, *watched)
-                if confirm_replicated(self._redis, keys.job(winner[0])):
-                    return winner[0]
+                self._stage(job_id, chunks)
+                winner = str(self._enqueue_script(keys=script_keys, args=args))
+                if confirm_replicated(self._redis, keys.job(winner)):
+                    return winner
         except redis.RedisError as exc:
+            self._unstage(job_id)
             raise self._unavailable(exc) from None
         raise BrokerUnavailable(f"Redis at {redacted(self._url)} lost the job in failovers {REWRITES} times over")
+
+    def _unstage(self, job_id: str) -> None:
+        """Drops what a failed enqueue staged (if Redis is away, the staged key expires by itself)."""
+        with contextlib.suppress(redis.RedisError):
+            self._redis.delete(keys.job_staged(job_id))
+
+    def _stage(self, job_id: str, chunks: dict[str, str]) -> None:
+        """Writes a bulk job's slices under a key nothing reads yet, a few hundred per round trip, so that no
+        single write holds Redis for long; the key expires unless the enqueue commits it."""
+        staged = keys.job_staged(job_id)
+        items = list(chunks.items())
+        for first in range(0, len(items), STAGE_SLICES):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(staged, mapping=dict(items[first : first + STAGE_SLICES]))
+            pipe.expire(staged, STAGE_EXPIRY)
+            pipe.execute()
 
     def _unavailable(self, exc: Exception) -> BrokerUnavailable:
         return BrokerUnavailable(f"cannot reach Redis at {redacted(self._url)}: {exc}; nothing was enqueued")
 
 
+def _slices(recipients: list[dict[str, Any]], plain: bool) -> dict[str, str]:
+    """A bulk job's recipients as stored, by request index: 100 to a slice, compact when plain."""
+    step = MAX_RECIPIENTS_PER_REQUEST
+    if plain:
+        ids = [r["userId"] for r in recipients]
+        return {str(i // step): chunk_codec.encode_ids(ids[i : i + step]) for i in range(0, len(ids), step)}
+    return {str(i // step): chunk_codec.encode(recipients[i : i + step]) for i in range(0, len(recipients), step)}
+
+
 def _job_record(
-    endpoint: Endpoint, target: str | None, body: Any, checked: options.Options
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The job hash and, for a bulk job, its requests' recipients by request index."""
+    endpoint: Endpoint,
+    target: str | None,
+    body: NotificationBody,
+    checked: options.Options,
+    *,
+    recipients_total: str,
+    requests: int,
+) -> dict[str, str]:
+    """The job hash: what to send, where, and its counters."""
     wire = body.wire()
-    chunks: dict[str, str] = {}
-    recipients_total = ""
-    requests_total = 1
-    if isinstance(body, RecipientsNotification):
-        recipients = wire.pop("recipients")
-        recipients_total = str(len(recipients))
-        step = MAX_RECIPIENTS_PER_REQUEST
-        chunks = {str(i // step): json.dumps(recipients[i : i + step]) for i in range(0, len(recipients), step)}
-        requests_total = len(chunks)
+    wire.pop("recipients", None)
     record = {
         "job_id": str(uuid.uuid4()),
         "endpoint": endpoint.value,
@@ -187,14 +215,8 @@ def _job_record(
         "callback_queue": checked.callback_queue or "",
         "body": json.dumps(wire),
         "created_at": datetime.now(UTC).isoformat(),
-        "updated_at": str(time.time()),
-        "requests_total": str(requests_total),
-        "requests_sent": "0",
-        "requests_dead": "0",
+        "requests_total": str(requests),
         "recipients_total": recipients_total,
-        "recipients_sent": "0",
-        "recipients_dead": "0",
-        "requests_cancelled": "0",
-        "recipients_cancelled": "0",
     }
-    return record, chunks
+    # Counters start absent (0 to every reader and to HINCRBY), and so do options not given.
+    return {name: value for name, value in record.items() if value}

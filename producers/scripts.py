@@ -56,3 +56,47 @@ return {n, end_job(KEYS[1], KEYS[2], KEYS[5], KEYS[6], ARGV[1], ARGV[2]) and 1 o
 
 #: `Notifier.cancel`'s script.
 CANCEL = CANCEL_ONE + END_JOB + _CANCEL
+
+#: A producer's enqueue, in one step: the first job of an idempotency key wins; the job's record is written,
+#: its staged recipients (written beforehand, in slices, under a key that expires if the producer dies) are
+#: committed, and its requests go into their lane, ready at the later of `send_at` and Redis' time.
+ENQUEUE = """
+-- KEYS: idempotency key (or the job key when there is none), job, chunks, staged chunks, jobs index, lane,
+--       lanes
+-- ARGV: job id, 1 if there is an idempotency key, requests, send_at (epoch s) or '', lane id, the record
+--       (a JSON object of strings). Returns the id of the job the key names (this one, or the first).
+if ARGV[2] == '1' then
+  local existing = redis.call('GET', KEYS[1])
+  if existing then
+    redis.call('DEL', KEYS[4])
+    return existing
+  end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ready = now
+if ARGV[4] ~= '' and tonumber(ARGV[4]) > now then ready = tonumber(ARGV[4]) end
+local record = {}
+for field, value in pairs(cjson.decode(ARGV[6])) do
+  record[#record + 1] = field
+  record[#record + 1] = value
+end
+redis.call('HSET', KEYS[2], unpack(record))
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('RENAME', KEYS[4], KEYS[3])
+  redis.call('PERSIST', KEYS[3])
+end
+local requests = tonumber(ARGV[3])
+for first = 0, requests - 1, 500 do
+  local batch = {}
+  for i = first, math.min(first + 499, requests - 1) do
+    batch[#batch + 1] = ready
+    batch[#batch + 1] = ARGV[1] .. ':' .. i
+  end
+  redis.call('ZADD', KEYS[6], unpack(batch))
+end
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[5])
+return ARGV[1]
+"""

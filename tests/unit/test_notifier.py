@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from producers import BrokerUnavailable, InvalidNotification, Notifier, UnknownJob, keys
+from producers import chunks as stored
 from producers.models import Endpoint
 from tests.unit.notification_examples import (
     INVALID,
@@ -55,8 +56,9 @@ def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_50_requests_in_its_lane(
 
     chunks = store.hgetall(keys.job_chunks(job_id))
     assert sorted(chunks, key=int) == [str(i) for i in range(50)]
-    recipients = [r for i in range(50) for r in json.loads(chunks[str(i)])]
-    assert all(len(json.loads(chunk)) <= 100 for chunk in chunks.values())
+    recipients = [r for i in range(50) for r in stored.decode(chunks[str(i)])]
+    assert all(len(stored.decode(chunk)) <= 100 for chunk in chunks.values())
+    assert recipients == bulk_body(5_000)["recipients"]
     assert [r["userId"] for r in recipients] == user_ids(5_000)
 
     lane = keys.lane_id(TENANT, bulk=True)
@@ -65,22 +67,42 @@ def test_a_bulk_job_of_5000_is_written_as_50_chunks_and_50_requests_in_its_lane(
     assert store.llen(keys.QUEUE) == 0, "the scheduler publishes, not the producer"
 
 
-def test_a_jobs_requests_land_in_its_lane_in_the_same_transaction_as_its_record(
+def test_a_jobs_requests_land_in_its_lane_in_the_same_script_as_its_record(
     notifier: Notifier, store: redis.Redis
 ) -> None:
-    commands: list[tuple[str, ...]] = []
+    commands: list[dict[str, Any]] = []
     with store.monitor() as monitor:
         job_id = notifier.notify_user(USER, user_body(), idempotency_key="approvals-2026-11-24")
-        while not commands or commands[-1][0] != "EXEC":
-            commands.append(tuple(monitor.next_command()["command"].split()[:2]))
+        while not commands or commands[-1]["command"].split()[0] != "SADD":
+            commands.append(monitor.next_command())
 
     lane = keys.lane_id(None, bulk=False)
-    written = commands[commands.index(("MULTI",)) :]
-    assert ("HSET", keys.job(job_id)) in written
-    assert ("ZADD", keys.lane(lane)) in written
-    assert ("SADD", keys.lanes()) in written
-    assert ("SET", keys.idempotency("approvals-2026-11-24")) in written
+    by_client = [(c["client_type"], tuple(c["command"].split()[:2])) for c in commands]
+    in_script = [command for client, command in by_client if client == "lua"]
+    assert [command[0] for client, command in by_client if client != "lua"].count("EVALSHA") == 1
+    assert ("HSET", keys.job(job_id)) in in_script
+    assert ("ZADD", keys.lane(lane)) in in_script
+    assert ("SADD", keys.lanes()) in in_script
+    assert ("SET", keys.idempotency("approvals-2026-11-24")) in in_script
     assert store.zrange(keys.lane(lane), 0, -1) == [keys.request_ref(job_id, 0)]
+
+
+def test_a_bulk_enqueue_whose_commit_fails_leaves_nothing_behind(
+    notifier: Notifier, store: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(**_: Any) -> None:
+        raise redis.ConnectionError("Redis went away before the commit")
+
+    monkeypatch.setattr(notifier, "_enqueue_script", refuse)
+    with pytest.raises(BrokerUnavailable):
+        notifier.notify_recipients(bulk_body(30_000))  # 300 slices: staged in two round trips first
+
+    assert store.keys("*") == []
+    monkeypatch.undo()
+    job_id = notifier.notify_recipients(bulk_body(30_000))  # and the same enqueue, committed, is whole
+    assert store.hlen(keys.job_chunks(job_id)) == 300
+    assert not store.exists(keys.job_staged(job_id))
+    assert store.ttl(keys.job_chunks(job_id)) == -1
 
 
 def test_a_jobs_requests_are_ready_at_once_even_when_the_producers_clock_runs_ahead(
