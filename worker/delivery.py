@@ -37,6 +37,10 @@ BULK_TOKEN_MIN_LIFETIME = 45 * 60 + 120
 BULK_TOKEN_REQUIRED = 45 * 60 + 10
 #: The longest a send waits for its slot: the scheduler reserves slots at most `LOOKAHEAD` ahead.
 MAX_ALIGN = LOOKAHEAD + SEND_ALLOWANCE
+#: A paced send later than this after its slot and allowance goes back for a new slot (at most
+#: `LATE_RETURNS` times, then it goes late): the pacing margin (3% of a 1 s window) tolerates 30 ms.
+LATE_TOLERANCE = 0.025
+LATE_RETURNS = 2
 
 
 @dataclass(frozen=True)
@@ -140,28 +144,43 @@ class Delivery:
         tenant = request.job.tenant_id or self._default_tenant
         if tenant is None:
             return self._dead(request, AuthError("the job names no tenant and TEAMS_NOTIFY_TENANT_ID is not set"))
+        return self._attempt(request, tenant, lease, attempts)
+
+    def _attempt(self, request: Request, tenant: str, lease: Lease, attempts: int) -> Result:
+        """Token, fences (the lease still held, the slot not missed), the send at its slot, the outcome."""
         try:
             token = self._token(request, tenant)
             if not self._still_held(lease):
                 return Skipped("lease lost before sending")
+            if self._too_late(lease, attempts):
+                return Skipped("late for its slot")
             self._wait_for_slot(lease)
             result = self._send(request, tenant, token)
         except (GraphError, AuthError) as exc:
             return self._failed(request, lease, attempts, exc)
-        ended = persistently()(self._jobs.finish, request, "sent", request_id=result.request_id)
-        if ended:
+        if persistently()(self._jobs.finish, request, "sent", request_id=result.request_id):
             observe.REQUESTS.labels(request.job.endpoint, "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
         log.info(
             "request %s/%s sent: HTTP %s, request-id %s, client-request-id %s, attempt %d",
-            job_id,
-            index,
+            request.job.job_id,
+            request.index,
             result.status,
             result.request_id,
             result.client_request_id,
             attempts,
         )
         return Sent(result)
+
+    def _too_late(self, lease: Lease, attempts: int) -> bool:
+        """A paced send that reaches its slot too late would come too close to the requests after it (Graph
+        counts when requests arrive): it goes back to its lane for a new slot instead, a few times at most."""
+        late = time.monotonic() - lease.send_after
+        if not lease.send_after or late <= LATE_TOLERANCE or attempts > LATE_RETURNS:
+            return False
+        self._lanes.defer(lease.lane, lease.ref, lease.token, 0.0)
+        log.info("request %s reached its slot %.0f ms late: back in its lane for another", lease.ref, late * 1000)
+        return True
 
     def _wait_for_slot(self, lease: Lease) -> None:
         """Sends at the reserved slot plus the allowance (a few tens of milliseconds at most from now), so

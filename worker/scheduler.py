@@ -256,7 +256,7 @@ class Scheduler(threading.Thread):
                     self._blocked[permit.blocked_by.key] = time.monotonic() + permit.wait
                 return 0, permit.wait
             try:
-                self._publish(job_id, index, state.lane, permit.at)
+                self._publish(job_id, index, state.lane, permit.at if self._limiter is not None else 0.0)
             except Exception as exc:  # the broker is away: the request goes back after the hand timeout
                 log.warning("lane %s: request %s not published (%s); it comes back", state.lane, ref, exc)
                 return 0, FOLLOWER_POLL

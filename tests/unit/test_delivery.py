@@ -24,7 +24,16 @@ from worker import delivery as delivery_module
 from worker import lanes as lanes_module
 from worker.auth import AccessToken
 from worker.deadletters import DeadLetterStore
-from worker.delivery import BULK_TOKEN_MIN_LIFETIME, DeadLettered, Deferred, Delivery, Result, Sent, Skipped
+from worker.delivery import (
+    BULK_TOKEN_MIN_LIFETIME,
+    LATE_RETURNS,
+    DeadLettered,
+    Deferred,
+    Delivery,
+    Result,
+    Sent,
+    Skipped,
+)
 from worker.errors import AuthError, Throttled
 from worker.graph import GraphClient
 from worker.heartbeat import Heartbeat
@@ -661,9 +670,8 @@ def test_a_request_whose_lease_was_lost_while_it_waited_for_a_token_is_not_sent_
         assert len(world.graph.requests) == 1
 
 
-@pytest.mark.parametrize(("slot_in", "waits"), [(0.05, True), (-1.0, False)])
 def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before(
-    world_of: Callable[..., World], store: redis.Redis, slot_in: float, waits: bool
+    world_of: Callable[..., World], store: redis.Redis
 ) -> None:
     slept: list[float] = []
     world = world_of(httpx.Response(204))
@@ -673,11 +681,31 @@ def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before
     lane = world.hand(job_id)
     seconds, micros = store.time()
 
-    result = delivery.deliver(job_id, 0, lane, at=seconds + micros / 1e6 + slot_in)
+    result = delivery.deliver(job_id, 0, lane, at=seconds + micros / 1e6 + 0.05)
 
     assert isinstance(result, Sent)
-    if waits:  # a slot 50 ms ahead: the send waits for it and the allowance, and no longer
-        [wait] = slept
-        assert slot_in < wait <= slot_in + SEND_ALLOWANCE
-    else:  # a slot long past (the message was slow): sent at once
-        assert slept == []
+    [wait] = slept  # a slot 50 ms ahead: the send waits for it and the allowance, and no longer
+    assert 0.05 < wait <= 0.05 + SEND_ALLOWANCE
+
+
+def test_a_send_that_missed_its_slot_goes_back_for_another_a_few_times_then_goes_late(
+    world_of: Callable[..., World], store: redis.Redis
+) -> None:
+    slept: list[float] = []
+    world = world_of(httpx.Response(204))
+    tokens: Any = world.tokens
+    delivery = Delivery(world.jobs, world.lanes, tokens, world.client, TENANT, sleep=slept.append)
+    job_id = world.notifier.notify_user(USER, user_body())
+    lane = world.lane_of(job_id)
+    seconds, micros = store.time()
+    long_ago = seconds + micros / 1e6 - 1.0  # the message took a second: sent now, it would crowd the next ones
+
+    results = []
+    for _ in range(LATE_RETURNS + 1):
+        world.hand(job_id)
+        results.append(delivery.deliver(job_id, 0, lane, at=long_ago))
+
+    assert results[:-1] == [Skipped("late for its slot")] * LATE_RETURNS
+    assert isinstance(results[-1], Sent)  # it does not go back for ever
+    assert len(world.graph.requests) == 1
+    assert slept == []

@@ -41,7 +41,7 @@ def scheduler(
     call_back: Callable[[str, str | None, dict[str, Any]], None] | None = None,
 ) -> Scheduler:
     def record(job_id: str, index: int, lane: str, at: float) -> None:
-        assert at > 0, "every hand-out carries its slot"
+        assert (at > 0) == (limiter is not None), "a paced hand-out carries its slot, an unpaced one none"
         published.append((job_id, index, lane))
 
     return Scheduler(
