@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench import figures
+from worker.bench.enqueue import enqueue
 from worker.bench.fleet import Fleet, bulk, notification, tenants, users
 from worker.demo import DEMO_TENANT
 from worker.simulator.config import GRAPH_RATE_LIMITS
@@ -264,6 +265,7 @@ SCENARIOS: dict[str, Run] = {
     "tenants10": tenant_scenario(10),
     "kill-worker": disruption_scenario("kill-worker"),
     "restart-redis": disruption_scenario("restart-redis"),
+    "enqueue": enqueue,
 }
 
 
