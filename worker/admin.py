@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,14 @@ PING_TIMEOUT = 1.0
 
 def job_status(settings: Settings, job_id: str) -> dict[str, Any]:
     """The contract's job status document."""
-    notifier = Notifier(settings.redis_url)
-    try:
+    with closing(Notifier(settings.redis_url)) as notifier:
         return notifier.status(job_id)
-    finally:
-        notifier.close()
 
 
 def cancel(settings: Settings, job_id: str) -> dict[str, Any]:
     """Cancels a job (see `Notifier.cancel`); returns its status."""
-    notifier = Notifier(settings.redis_url)
-    try:
+    with closing(Notifier(settings.redis_url)) as notifier:
         return notifier.cancel(job_id)
-    finally:
-        notifier.close()
 
 
 @contextmanager

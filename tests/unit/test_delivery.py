@@ -670,13 +670,18 @@ def test_a_request_whose_lease_was_lost_while_it_waited_for_a_token_is_not_sent_
         assert len(world.graph.requests) == 1
 
 
-def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before(
-    world_of: Callable[..., World], store: redis.Redis
-) -> None:
+def paced(world_of: Callable[..., World]) -> tuple[World, Delivery, list[float]]:
+    """A world whose Delivery records the waits for a slot instead of sleeping them."""
     slept: list[float] = []
     world = world_of(httpx.Response(204))
     tokens: Any = world.tokens
-    delivery = Delivery(world.jobs, world.lanes, tokens, world.client, TENANT, sleep=slept.append)
+    return world, Delivery(world.jobs, world.lanes, tokens, world.client, TENANT, sleep=slept.append), slept
+
+
+def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before(
+    world_of: Callable[..., World], store: redis.Redis
+) -> None:
+    world, delivery, slept = paced(world_of)
     job_id = world.notifier.notify_user(USER, user_body())
     lane = world.hand(job_id)
     seconds, micros = store.time()
@@ -691,10 +696,7 @@ def test_a_send_goes_to_graph_at_its_reserved_slot_plus_the_allowance_not_before
 def test_a_send_that_missed_its_slot_goes_back_for_another_a_few_times_then_goes_late(
     world_of: Callable[..., World], store: redis.Redis
 ) -> None:
-    slept: list[float] = []
-    world = world_of(httpx.Response(204))
-    tokens: Any = world.tokens
-    delivery = Delivery(world.jobs, world.lanes, tokens, world.client, TENANT, sleep=slept.append)
+    world, delivery, slept = paced(world_of)
     job_id = world.notifier.notify_user(USER, user_body())
     lane = world.lane_of(job_id)
     seconds, micros = store.time()
