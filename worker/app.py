@@ -73,6 +73,8 @@ def create_app(settings: config.Settings | None = None) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         result_expires=3600,
+        worker_send_task_events=True,  # Flower (and `celery events`) see each task received, started, done
+        task_send_sent_event=True,  # ... and each one published
     )
     broker.configure(app, settings)
     return app
@@ -123,6 +125,7 @@ def resources() -> Resources:
 def _close_resources(**_: Any) -> None:
     global _resources  # noqa: PLW0603 - one set per process, by design
     _stop_scheduler()
+    observe.watch_fleet(None)
     with _lock:
         if _resources is not None:
             _resources.close()
@@ -164,6 +167,7 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
         retention=settings.retention,
     )
     _scheduler.start()
+    observe.watch_fleet(res.redis)  # dead letters and lanes, read from Redis at each scrape of /metrics
 
 
 def _stop_scheduler() -> None:

@@ -86,6 +86,43 @@ class Deferred:
 Result = Sent | DeadLettered | Skipped | Deferred
 
 
+def retry_cause(exc: GraphError | AuthError) -> str:
+    """Why a request is retried, as the `cause` of `teams_notify_retries`."""
+    if isinstance(exc, AuthError | Unauthorized | TokenTooShortLived):
+        return "auth"
+    if isinstance(exc, Throttled):
+        return "throttled"
+    return "server_error" if exc.status is not None else "transport"
+
+
+def _log_call(request: Request, tenant: str, attempt: int, seconds: float, outcome: GraphResult | GraphError) -> None:
+    """One line for each Graph call, accepted or not, with its ids as fields when logs are JSON."""
+    sent = isinstance(outcome, GraphResult)
+    fields = {
+        "job_id": request.job.job_id,
+        "request_index": request.index,
+        "tenant": tenant,
+        "endpoint": request.job.endpoint,
+        "status": outcome.status,
+        "request_id": outcome.request_id,
+        "client_request_id": outcome.client_request_id,
+        "attempt": attempt,
+        "duration_ms": round(seconds * 1000, 1),
+    }
+    log.info(
+        "request %s/%s %s: HTTP %s, request-id %s, client-request-id %s, attempt %d, %.0f ms",
+        request.job.job_id,
+        request.index,
+        "sent" if sent else "refused by Graph" if outcome.status is not None else "not answered",
+        outcome.status if outcome.status is not None else "-",
+        outcome.request_id,
+        outcome.client_request_id,
+        attempt,
+        seconds * 1000,
+        extra=fields,
+    )
+
+
 class Delivery:
     """Sends the requests of jobs, with the process's pooled Graph client and token provider."""
 
@@ -148,6 +185,7 @@ class Delivery:
 
     def _attempt(self, request: Request, tenant: str, lease: Lease, attempts: int) -> Result:
         """Token, fences (the lease still held, the slot not missed), the send at its slot, the outcome."""
+        started: float | None = None
         try:
             token = self._token(request, tenant)
             if not self._still_held(lease):
@@ -155,21 +193,18 @@ class Delivery:
             if self._too_late(lease, attempts):
                 return Skipped("late for its slot")
             self._wait_for_slot(lease)
+            started = time.perf_counter()
             result = self._send(request, tenant, token)
+            took = time.perf_counter() - started
         except (GraphError, AuthError) as exc:
+            if isinstance(exc, GraphError) and started is not None:
+                _log_call(request, tenant, attempts, time.perf_counter() - started, exc)
             return self._failed(request, lease, attempts, exc)
         if persistently()(self._jobs.finish, request, "sent", request_id=result.request_id):
             observe.REQUESTS.labels(request.job.endpoint, "sent").inc()
+            observe.TENANT_REQUESTS.labels(observe.tenant_label(tenant), "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
-        log.info(
-            "request %s/%s sent: HTTP %s, request-id %s, client-request-id %s, attempt %d",
-            request.job.job_id,
-            request.index,
-            result.status,
-            result.request_id,
-            result.client_request_id,
-            attempts,
-        )
+        _log_call(request, tenant, attempts, took, result)
         return Sent(result)
 
     def _too_late(self, lease: Lease, attempts: int) -> bool:
@@ -188,6 +223,7 @@ class Delivery:
         wait = lease.send_after - time.monotonic()
         if wait > 0:
             self._sleep(wait)
+        observe.SLOT_WAIT.observe(max(wait, 0.0))
 
     def _still_held(self, lease: Lease) -> bool:
         """Fencing before the send: after a long wait for a token, the lease is renewed or found lost (then
@@ -201,6 +237,7 @@ class Delivery:
         try:
             return self._graph.post(request.job.path, request.body, token)
         except (TokenTooShortLived, Unauthorized) as exc:
+            observe.RETRIES.labels(request.job.endpoint, "auth").inc()
             log.warning("Graph refused the token (%s); retrying with a fresh one", exc)
             self._tokens.invalidate(tenant)
             return self._graph.post(request.job.path, request.body, self._token(request, tenant))
@@ -215,6 +252,11 @@ class Delivery:
         """A transient failure waits in the lane until the attempts run out; anything else is dead-lettered."""
         transient = exc.transient if isinstance(exc, AuthError) else isinstance(exc, TransientGraphError)
         outage = isinstance(exc, AuthError) and transient  # Entra or our credential: nothing reached Graph
+        if isinstance(exc, Throttled):
+            if exc.status == 429:
+                observe.THROTTLED.labels(request.job.endpoint).inc()
+            if retry_after_of(exc) > 0:
+                observe.RETRY_AFTER.observe(retry_after_of(exc))
         if not transient or (attempts >= MAX_ATTEMPTS and not outage):
             return self._dead(request, exc)
         delay = backoff(attempts, exc, self._rand)
@@ -226,6 +268,10 @@ class Delivery:
             pace = self._lanes.slow_down(lease.lane)
             log.warning("lane %s throttled by Graph: held %.2fs, pace now %.0f%%", lease.lane, hold, pace * 100)
         observe.REQUESTS.labels(request.job.endpoint, "retried").inc()
+        observe.TENANT_REQUESTS.labels(
+            observe.tenant_label(request.job.tenant_id or self._default_tenant), "retried"
+        ).inc()
+        observe.RETRIES.labels(request.job.endpoint, retry_cause(exc)).inc()
         log.log(
             logging.DEBUG if outage else logging.WARNING,  # the token code logs an outage once every few seconds
             "request %s/%s failed (%s); back in its lane for %.1fs",
@@ -250,6 +296,10 @@ class Delivery:
         dead = deadletters.encoded(letter)
         if persistently()(self._jobs.finish, request, "dead", dead, request_id=letter.request_id):
             observe.REQUESTS.labels(job.endpoint, "dead_lettered").inc()
+            observe.TENANT_REQUESTS.labels(
+                observe.tenant_label(job.tenant_id or self._default_tenant), "dead_lettered"
+            ).inc()
+            observe.RECIPIENTS_DEAD.inc(request.recipients)
             log.error("request %s/%s dead-lettered as %s: %s", job.job_id, request.index, letter.id, exc)
         return DeadLettered(letter)
 

@@ -6,11 +6,19 @@ import json
 import logging
 import re
 import sys
+import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
 from celery.signals import setup_logging
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from worker.deadletters import DeadLetterStore
+from worker.lanes import LaneStore
 
 #: Anything that looks like a bearer token or a client secret is masked before a line is written.
 _SECRET = re.compile(r"(Bearer\s+)[A-Za-z0-9\-_.~+/=]+|(client_secret=)[^&\s]+", re.IGNORECASE)
@@ -21,8 +29,22 @@ def scrub(text: str) -> str:
     return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "***", text)
 
 
+#: The attributes every LogRecord has; anything else on a record came from `extra=` and is logged as a field.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def _field(value: Any) -> Any:
+    """An `extra=` value as a JSON field: strings scrubbed, anything JSON cannot hold as its text."""
+    if isinstance(value, str):
+        return scrub(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub(str(value))
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, and the exception if any."""
+    """One JSON object a line: time, level, logger, message, the fields passed with `extra=`, and the exception
+    if any."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -32,6 +54,9 @@ class JsonFormatter(logging.Formatter):
             "message": scrub(record.getMessage()),
             "process": record.process,
         }
+        for name, value in vars(record).items():
+            if name not in _RECORD_ATTRIBUTES and name not in entry and not name.startswith("_"):
+                entry[name] = _field(value)
         if record.exc_info:
             entry["exception"] = scrub(self.formatException(record.exc_info))
         return json.dumps(entry)
@@ -94,6 +119,92 @@ TOKEN_WAIT = Histogram(
     "Time a send waited for a token refresh",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+#: Graph requests put off by cause: `throttled` (429, 503), `server_error` (500, 502, 504), `transport` (a
+#: timeout, a dropped connection), `auth` (a refused token retried, an Entra or credential outage).
+RETRIES = Counter("teams_notify_retries", "Graph requests retried, by endpoint and cause", ["endpoint", "cause"])
+THROTTLED = Counter("teams_notify_throttled", "429 answers from Graph, by endpoint", ["endpoint"])
+RETRY_AFTER = Histogram(
+    "teams_notify_retry_after_seconds",
+    "Retry-After Graph asked for with a 429 or 503",
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+)
+RECIPIENTS_DEAD = Counter("teams_notify_recipients_dead_lettered", "Bulk recipients in dead-lettered requests")
+#: How long a send waited in its task for the slot the scheduler reserved (tens of milliseconds at most).
+SLOT_WAIT = Histogram(
+    "teams_notify_slot_wait_seconds",
+    "Time a send waited for its reserved slot",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5),
+)
+#: Requests that ended or were put off by tenant: the first `MAX_TENANT_LABELS` tenants a process sees have
+#: a label each, any later one counts as "other" (so a fleet serving thousands of tenants stays scrapable).
+TENANT_REQUESTS = Counter("teams_notify_tenant_requests", "Graph requests by tenant and outcome", ["tenant", "outcome"])
+MAX_TENANT_LABELS = 50
+OTHER_TENANT = "other"
+_tenants: set[str] = set()
+_tenants_lock = threading.Lock()
+
+
+def tenant_label(tenant: str | None) -> str:
+    """The tenant as a label value: itself among the first `MAX_TENANT_LABELS` seen, else "other"."""
+    name = tenant or "-"
+    with _tenants_lock:
+        if name in _tenants:
+            return name
+        if len(_tenants) < MAX_TENANT_LABELS:
+            _tenants.add(name)
+            return name
+    return OTHER_TENANT
+
+
+class FleetCollector(Collector):
+    """What waits in Redis, read at each scrape: dead letters, and each lane's waiting, delayed, handed and
+    in-flight requests. Redis unreachable, the scrape has none of these samples rather than failing."""
+
+    STATES = ("waiting", "delayed", "handed", "in_flight")
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("teams_notify_dead_letters", "Dead letters waiting for a person now"),
+            GaugeMetricFamily(
+                "teams_notify_lane_requests", "Requests in each lane now, by state", labels=["lane", "state"]
+            ),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        dead, lanes = self._families()
+        try:
+            dead.add_metric([], DeadLetterStore(self._redis).count())
+            store = LaneStore(self._redis)
+            for state in store.states(store.lane_ids()):
+                for name in self.STATES:
+                    lanes.add_metric([state.lane, name], getattr(state, name))
+        except redis.RedisError as exc:
+            logging.getLogger(__name__).debug("fleet metrics not read: %s", exc)
+            return []
+        return [dead, lanes]
+
+
+_fleet: FleetCollector | None = None
+_fleet_lock = threading.Lock()
+
+
+def watch_fleet(client: redis.Redis | None) -> None:
+    """Exports the fleet's state read from Redis through `client` at each scrape; None stops it."""
+    global _fleet  # noqa: PLW0603 - one per process, by design
+    with _fleet_lock:
+        if _fleet is not None:
+            REGISTRY.unregister(_fleet)
+            _fleet = None
+        if client is not None:
+            _fleet = FleetCollector(client)
+            REGISTRY.register(_fleet)
 
 
 def serve_metrics(port: int) -> bool:
