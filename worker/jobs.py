@@ -8,7 +8,9 @@ one Lua script, so a redelivered or duplicated task can never count a request tw
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -18,6 +20,9 @@ from producers import chunks, keys
 from producers.scripts import END_JOB
 
 Outcome = Literal["sent", "dead"]
+
+#: Job definitions a process keeps in memory.
+JOB_CACHE = 4096
 
 _FINISH = (
     END_JOB
@@ -102,12 +107,30 @@ class JobStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._cache: OrderedDict[str, Job] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._finish = client.register_script(_FINISH)
 
     def load(self, job_id: str) -> Job | None:
-        """The job, or None when no job has this id (deleted, or never enqueued)."""
+        """The job, or None when no job has this id (deleted, or never enqueued).
+
+        A job's definition never changes once enqueued (what changes, counters and overrides, is read
+        apart), so the last `JOB_CACHE` loaded are kept in memory: a send or a hand-out reads it once.
+        """
+        with self._cache_lock:
+            job = self._cache.get(job_id)
+            if job is not None:
+                self._cache.move_to_end(job_id)
+                return job
         record = cast(dict[str, str], self._redis.hgetall(keys.job(job_id)))
-        return Job.from_record(record) if record else None
+        if not record:
+            return None  # not kept: a job may be enqueued under this id yet
+        job = Job.from_record(record)
+        with self._cache_lock:
+            self._cache[job_id] = job
+            while len(self._cache) > JOB_CACHE:
+                self._cache.popitem(last=False)
+        return job
 
     def request(self, job: Job, index: int) -> Request | None:
         """The body of one request of the job (a bulk job's slice of recipients), None if out of range."""

@@ -20,7 +20,6 @@ need not agree on the time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -215,10 +214,6 @@ class Claim:
     status: str
     attempts: int
     now: float
-
-    def __iter__(self) -> Iterator[Any]:
-        """Unpacks as (status, attempts)."""
-        return iter((self.status, self.attempts))
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ import json
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -30,7 +29,7 @@ from redis.exceptions import LockError
 
 from producers import keys
 from producers.status import JobStatus
-from worker.jobs import Job, JobStore
+from worker.jobs import JobStore
 from worker.lanes import LaneState, LaneStore, split_ref
 from worker.ratelimit import Limit, RateLimiter
 
@@ -56,8 +55,6 @@ LANES_EVERY = 0.2
 PEEK = 32
 #: How soon the leader looks again when ready requests wait for a free slot.
 SLOT_POLL = 0.01
-#: Job definitions kept in memory by the leader (they never change once enqueued).
-JOB_CACHE = 4096
 
 Publish = Callable[[str, int, str, float], None]
 CallBack = Callable[[str, str | None, dict[str, Any]], None]
@@ -134,7 +131,6 @@ class Scheduler(threading.Thread):
         self._lane_cache: list[str] = []
         self._offset = 0.0
         self._blocked: dict[str, float] = {}
-        self._cache: OrderedDict[str, Job | None] = OrderedDict()
         self._stopping = threading.Event()
         self._warned = 0.0
 
@@ -234,7 +230,7 @@ class Scheduler(threading.Thread):
         while refs:
             ref = refs.pop(0)
             job_id, index = split_ref(ref)
-            job = self._job(job_id)
+            job = self._jobs.load(job_id)
             if job is None:
                 self._lanes.drop(state.lane, ref)
                 continue
@@ -275,16 +271,6 @@ class Scheduler(threading.Thread):
         if not self._lane_cache and self._due_now("lanes", LANES_EVERY):
             self._lane_cache = self._lanes.lane_ids()
         return self._lane_cache
-
-    def _job(self, job_id: str) -> Job | None:
-        if job_id in self._cache:
-            self._cache.move_to_end(job_id)
-            return self._cache[job_id]
-        job = self._jobs.load(job_id)
-        self._cache[job_id] = job
-        if len(self._cache) > JOB_CACHE:
-            self._cache.popitem(last=False)
-        return job
 
     def _prune(self) -> None:
         """Deletes the jobs that ended longer than the retention ago: records, recipients, idempotency keys."""

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from producers import Notifier
+from producers.status import ENDED_STATES
 from worker import sandbox
 from worker.simulator import Simulator, SimulatorConfig
 
@@ -122,12 +123,14 @@ def notifier(redis_url: str) -> Iterator[Notifier]:
 
 
 def wait_until_ended(notifier: Notifier, job_ids: list[str], timeout: float = 120) -> list[dict[str, Any]]:
-    """Polls until every job has ended (or fails the test with the last statuses)."""
+    """Polls until every job has ended: completed, with errors, or cancelled (or fails with the last statuses).
+
+    Through a failover too: the notifier rides it out."""
     deadline = time.monotonic() + timeout
     statuses: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         statuses = [notifier.status(j) for j in job_ids]
-        if all(s["state"].startswith("completed") for s in statuses):
+        if all(s["state"] in ENDED_STATES for s in statuses):
             return statuses
         time.sleep(0.1)
     pytest.fail(f"jobs did not end within {timeout}s: {statuses}")

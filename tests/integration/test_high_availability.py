@@ -32,7 +32,7 @@ from kombu import Connection, Exchange, Queue
 
 from producers import Notifier, keys
 from producers.connection import connect
-from tests.integration.conftest import CLIENT_ID, TENANT, SimulatorControl
+from tests.integration.conftest import CLIENT_ID, TENANT, SimulatorControl, wait_until_ended
 from tests.integration.test_pipeline import bulk_body, users
 from worker import sandbox
 from worker.simulator import Simulator
@@ -153,18 +153,6 @@ def wait_until_sent(notifier: Notifier, job_id: str, requests: int = UNDER_WAY) 
     while notifier.status(job_id)["requests"]["sent"] < requests:
         assert time.monotonic() < deadline, "the job did not get under way within 60s"
         time.sleep(0.02)
-
-
-def wait_until_ended(notifier: Notifier, job_ids: list[str], timeout: float = 120) -> list[dict[str, Any]]:
-    """Polls (through a failover: the notifier rides it out) until every job has ended."""
-    deadline = time.monotonic() + timeout
-    statuses: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        statuses = [notifier.status(j) for j in job_ids]
-        if all(s["state"].startswith("completed") for s in statuses):
-            return statuses
-        time.sleep(0.1)
-    pytest.fail(f"jobs did not end within {timeout}s: {statuses}")
 
 
 def seconds_until_ended(store: redis.Redis, refs: set[str], since: float, timeout: float = 60) -> float:

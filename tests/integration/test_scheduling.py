@@ -18,29 +18,17 @@ import redis
 
 from producers import Notifier
 from tests.integration import callback_app
-from tests.integration.conftest import SimulatorControl
+from tests.integration.conftest import SimulatorControl, wait_until_ended
 from tests.integration.test_cli import cli
 from tests.integration.test_pipeline import bulk_body, users
 
 pytestmark = pytest.mark.integration
 
-ENDED = ("completed", "completed_with_errors", "cancelled")
 BACKEND_WORKER = [sys.executable, "-m", "celery", "-A", "tests.integration.callback_app", "worker", "-P", "solo"]
 
 
 def single_body() -> dict[str, Any]:
     return {k: v for k, v in bulk_body([]).items() if k != "recipients"}
-
-
-def wait_for_end(notifier: Notifier, job_ids: list[str], timeout: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    statuses: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        statuses = [notifier.status(j) for j in job_ids]
-        if all(s["state"] in ENDED for s in statuses):
-            return statuses
-        time.sleep(0.05)
-    pytest.fail(f"jobs did not end within {timeout}s: {statuses}")
 
 
 def received_at(record: dict[str, Any]) -> float:
@@ -61,7 +49,7 @@ def test_a_job_sent_at_a_time_reaches_graph_within_a_second_after_it_and_never_b
     doomed.signal(signal.SIGKILL)  # perhaps the scheduler's leader: another takes over
     time.sleep(max(send_at - time.time() - 0.3, 0))
     assert graph.requests() == []  # nothing before its time...
-    statuses = wait_for_end(notifier, [bulk, single], timeout=30)
+    statuses = wait_until_ended(notifier, [bulk, single], timeout=30)
 
     assert [s["state"] for s in statuses] == ["completed", "completed"]
     arrivals = [received_at(r) for r in graph.requests()]
@@ -80,7 +68,7 @@ def test_a_time_in_the_past_sends_now_and_a_naive_or_too_distant_time_is_refused
     assert redis.Redis.from_url(redis_url).keys("teams-notify:job:*") == []
 
     job_id = notifier.notify_user("jacob@contoso.com", single_body(), send_at=time.time() - 3600)
-    [status] = wait_for_end(notifier, [job_id], timeout=30)
+    [status] = wait_until_ended(notifier, [job_id], timeout=30)
     assert status["state"] == "completed"
     assert len(graph.requests()) == 1
 
@@ -102,7 +90,7 @@ def test_cancelling_a_paced_job_stops_it_at_once_and_its_counters_add_up(
 
     cancelled = json.loads(cli("cancel", job_id, "--json", env=worker_env).stdout)
     returned = time.time()
-    [status] = wait_for_end(notifier, [job_id], timeout=30)
+    [status] = wait_until_ended(notifier, [job_id], timeout=30)
     time.sleep(2)  # a request that slipped through would reach Graph by now (two permits later)
 
     assert cancelled["requests"]["cancelled"] > 0
@@ -152,7 +140,7 @@ def test_a_backend_is_called_back_once_with_the_final_status_of_completed_failed
     cancelled = notifier.notify_user("jacob@contoso.com", single_body(), send_at=time.time() + 60, **options)
     uncalled = notifier.notify_user("emma@contoso.com", single_body())  # no callback asked for
     notifier.cancel(cancelled)
-    finals = {s["job_id"]: s for s in wait_for_end(notifier, [completed, with_errors, cancelled, uncalled])}
+    finals = {s["job_id"]: s for s in wait_until_ended(notifier, [completed, with_errors, cancelled, uncalled])}
 
     deadline = time.monotonic() + 30
     while backend.llen(callback_app.RECEIVED) < 3:

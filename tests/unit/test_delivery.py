@@ -38,7 +38,7 @@ from worker.errors import AuthError, Throttled
 from worker.graph import GraphClient
 from worker.heartbeat import Heartbeat
 from worker.jobs import Job, JobStore
-from worker.lanes import SEND_ALLOWANCE, LaneStore, pace_of
+from worker.lanes import SEND_ALLOWANCE, Claim, LaneStore, pace_of
 from worker.ratelimit import Permit
 from worker.retrying import FIRST_BACKOFF, MAX_ATTEMPTS
 
@@ -48,6 +48,11 @@ CONFLICT = (
     "a Teams Application ID is required to resolve which application is correct."
 )
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+def as_pair(claim: Claim) -> tuple[str, int]:
+    """A claim's status and attempts."""
+    return claim.status, claim.attempts
 
 
 def granted(permit: Permit | None) -> bool:
@@ -386,7 +391,7 @@ def test_a_request_whose_worker_vanished_is_reaped_then_sent_exactly_once(
     job_id = world.notifier.notify_user(USER, user_body())
     lane, ref = world.hand(job_id), keys.request_ref(job_id, 0)
     monkeypatch.setattr(lanes_module, "LEASE_SECONDS", 0.05)
-    assert tuple(world.lanes.claim(lane, job_id, 0, "gone")) == ("claimed", 1)  # and its worker is killed
+    assert as_pair(world.lanes.claim(lane, job_id, 0, "gone")) == ("claimed", 1)  # and its worker is killed
     time.sleep(0.1)
 
     assert world.lanes.reap(lane) == 1

@@ -13,13 +13,28 @@ from tests.unit.notification_examples import USER, user_body
 from worker import lanes as lanes_module
 from worker.heartbeat import Heartbeat
 from worker.jobs import JobStore
-from worker.lanes import LEASE_SECONDS, PACE_CLIMB, PACE_CUT, PACE_FLOOR, LaneState, LaneStore, pace_of, split_ref
+from worker.lanes import (
+    LEASE_SECONDS,
+    PACE_CLIMB,
+    PACE_CUT,
+    PACE_FLOOR,
+    Claim,
+    LaneState,
+    LaneStore,
+    pace_of,
+    split_ref,
+)
 from worker.ratelimit import Permit
 
 JOB = "4d1f3c0e-0000-4000-8000-000000000001"
 LANE = "contoso.onmicrosoft.com:single"
 #: What a test may need of a Redis-time window: commands of the same test run within it.
 SLACK = 5.0
+
+
+def as_pair(claim: Claim) -> tuple[str, int]:
+    """A claim's status and attempts."""
+    return claim.status, claim.attempts
 
 
 def granted(permit: Permit | None) -> bool:
@@ -50,7 +65,7 @@ def handed(store: redis.Redis, lanes: LaneStore, *refs: str) -> None:
 
 def claimed(store: redis.Redis, lanes: LaneStore, index: int, token: str) -> None:
     handed(store, lanes, ref(index))
-    assert tuple(lanes.claim(LANE, JOB, index, token)) == ("claimed", 1)
+    assert as_pair(lanes.claim(LANE, JOB, index, token)) == ("claimed", 1)
 
 
 def place(store: redis.Redis, one: str) -> set[str]:
@@ -96,7 +111,7 @@ def test_a_handed_request_is_claimed_with_a_lease_and_counts_an_attempt(
     one = keys.request_ref(job_id, 0)
     assert granted(lanes.hand(lane, one))
 
-    assert tuple(lanes.claim(lane, job_id, 0, "token-a")) == ("claimed", 1)
+    assert as_pair(lanes.claim(lane, job_id, 0, "token-a")) == ("claimed", 1)
 
     assert store.zscore(keys.lane_in_flight(lane), one) <= lanes.now() + LEASE_SECONDS
     assert store.hget(keys.leases(), one) == "token-a"
@@ -107,7 +122,7 @@ def test_a_handed_request_is_claimed_with_a_lease_and_counts_an_attempt(
 def test_a_request_that_is_not_handed_now_is_stale_to_a_claim(store: redis.Redis, lanes: LaneStore) -> None:
     waiting(store, ref())
 
-    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("stale", 0)
+    assert as_pair(lanes.claim(LANE, JOB, 0, "token-a")) == ("stale", 0)
     assert place(store, ref()) == {"lane"}
     assert store.hget(keys.job_attempts(JOB), "0") is None
 
@@ -135,7 +150,7 @@ def test_a_handed_request_that_already_ended_is_not_claimed(store: redis.Redis, 
     handed(store, lanes, ref())
     store.hset(keys.job_outcomes(JOB), "0", "sent")
 
-    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("ended", 0)
+    assert as_pair(lanes.claim(LANE, JOB, 0, "token-a")) == ("ended", 0)
     assert place(store, ref()) == set()
 
 
@@ -143,13 +158,13 @@ def test_a_claim_while_paused_puts_the_request_back_in_its_lane(store: redis.Red
     handed(store, lanes, ref())
     store.set(keys.paused(), "1")
 
-    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("paused", 0)
+    assert as_pair(lanes.claim(LANE, JOB, 0, "token-a")) == ("paused", 0)
     assert place(store, ref()) == {"lane"}
     assert store.zscore(keys.lane(LANE), ref()) <= lanes.now()
 
     store.delete(keys.paused())
     assert granted(lanes.hand(LANE, ref()))
-    assert tuple(lanes.claim(LANE, JOB, 0, "token-a")) == ("claimed", 1)
+    assert as_pair(lanes.claim(LANE, JOB, 0, "token-a")) == ("claimed", 1)
 
 
 def test_a_lease_is_renewed_by_its_holder_only(store: redis.Redis, lanes: LaneStore) -> None:
@@ -212,7 +227,7 @@ def test_a_lease_that_ran_out_is_reaped_and_its_old_holder_can_neither_renew_nor
 
     monkeypatch.setattr(lanes_module, "LEASE_SECONDS", 60.0)
     assert granted(lanes.hand(LANE, ref()))
-    assert tuple(lanes.claim(LANE, JOB, 0, "new")) == ("claimed", 2)
+    assert as_pair(lanes.claim(LANE, JOB, 0, "new")) == ("claimed", 2)
     assert not lanes.defer(LANE, ref(), "gone", 0.0)
     assert not lanes.renew(LANE, ref(), "gone")
     assert place(store, ref()) == {"in flight", "leased"}
@@ -255,7 +270,7 @@ def test_a_handed_request_no_worker_took_is_reaped_after_the_hand_timeout(
 
     assert lanes.reap(LANE) == 1
     assert place(store, ref()) == {"lane"}
-    assert tuple(lanes.claim(LANE, JOB, 0, "late")) == ("stale", 0), "the lost message's late copy does nothing"
+    assert as_pair(lanes.claim(LANE, JOB, 0, "late")) == ("stale", 0), "the lost message's late copy does nothing"
 
 
 def test_ending_a_request_takes_it_out_of_every_set(store: redis.Redis, lanes: LaneStore, notifier: Notifier) -> None:
