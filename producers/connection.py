@@ -10,11 +10,15 @@ when the new master does not know them (NOSCRIPT), and every script of the fleet
 A producer's enqueue can also wait until the job is on replicas (`confirm_replicated`, redis' `WAIT`), so
 that a failover right after the producer was told "enqueued" cannot lose the job. That is the default
 through Sentinels; `TEAMS_NOTIFY_REDIS_WAIT` sets it (`ReplicaWait.parse`).
+
+Over TLS (`rediss://`, Azure Cache for Redis), the server's certificate is verified against `SSL_CERT_FILE` or
+the system store and its host name checked; `producers.tls` holds how, and the URL options that change it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -29,6 +33,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from producers import keys
 from producers.errors import BrokerUnavailable, ConfigurationError
+from producers.tls import split_url, unverified_warning
 
 #: Where the producers find Redis when neither `redis_url=` nor `TEAMS_NOTIFY_REDIS_URL` says.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -50,6 +55,7 @@ DEFAULT_WAIT_TIMEOUT = 5.0
 
 _STORE_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def redacted(url: str) -> str:
@@ -158,6 +164,7 @@ def check_store_url(url: str, variable: str = "TEAMS_NOTIFY_REDIS_URL") -> None:
     scheme = urlsplit(url).scheme
     if scheme not in _STORE_SCHEMES:
         raise ConfigurationError(f"{variable}={redacted(url)!r} is not a redis:// or {SENTINEL_SCHEME}:// URL")
+    split_url(url, variable)  # its TLS options (`producers.tls`)
 
 
 class FailoverRetry(Retry):
@@ -282,7 +289,8 @@ class StoreClient(redis.Redis):
 
 def connect(url: str, variable: str = "TEAMS_NOTIFY_REDIS_URL", *, wait: ReplicaWait | None = None) -> redis.Redis:
     """A Redis client for the URL (one Redis, or the master its Sentinels name); a malformed URL is a
-    configuration error naming the variable. `wait` defaults to what `TEAMS_NOTIFY_REDIS_WAIT` says."""
+    configuration error naming the variable. `wait` defaults to what `TEAMS_NOTIFY_REDIS_WAIT` says.
+    Over TLS (`rediss://`) the server's certificate and host name are checked (`producers.tls`)."""
     replica_wait = wait if wait is not None else ReplicaWait.from_environment(url)
     if is_sentinel(url):
         target = SentinelURL.parse(url, variable)
@@ -302,11 +310,21 @@ def connect(url: str, variable: str = "TEAMS_NOTIFY_REDIS_URL", *, wait: Replica
         )
         client.sentinels = sentinel
     else:
+        base, tls = split_url(url, variable)  # a rediss:// server is verified (`producers.tls`)
+        warning = unverified_warning(variable, redacted(url), tls)
+        if warning:
+            log.warning(warning)
+        options = tls.client_options() if tls else {}
         try:
             client = cast(
                 StoreClient,
                 StoreClient.from_url(
-                    url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30
+                    base,
+                    decode_responses=True,
+                    socket_connect_timeout=5,
+                    socket_timeout=30,
+                    health_check_interval=30,
+                    **options,
                 ),
             )
         except ValueError as exc:

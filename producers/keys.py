@@ -17,6 +17,8 @@ ADMIN_QUEUE = "teams-notify.admin"
 
 #: The task that sends one Graph request; the scheduler hands requests to it, producers never call it.
 SEND_TASK = "teams_notify.send"
+#: The task that sends a bundle of one lane's requests (handed out together when pacing is off).
+SEND_MANY_TASK = "teams_notify.send_many"
 
 #: kombu's Redis transport keeps unacknowledged (in-flight or scheduled) messages in this hash.
 KOMBU_UNACKED = "unacked"

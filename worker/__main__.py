@@ -1,5 +1,5 @@
 """`python -m worker` is `teams-notify`."""
 
-from worker.cli import main
+from worker.launcher import main
 
 main()

@@ -21,8 +21,8 @@ from producers.notifier import Notifier
 from worker import broker
 from worker.config import Settings
 from worker.deadletters import DeadLetter, DeadLetterStore
+from worker.fleet import Fleet
 from worker.lanes import RATE_WINDOW, LaneState, LaneStore
-from worker.scheduler import Fleet
 
 #: Seconds to wait for workers to answer a ping.
 PING_TIMEOUT = 1.0

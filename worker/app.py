@@ -144,6 +144,9 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
     def publish(job_id: str, index: int, lane: str, at: float) -> None:
         app.send_task(keys.SEND_TASK, args=[job_id, index, lane, at], queue=keys.QUEUE)
 
+    def publish_many(lane: str, refs: list[str]) -> None:
+        app.send_task(keys.SEND_MANY_TASK, args=[lane, refs], queue=keys.QUEUE)
+
     callback_queue = broker.CallbackQueues(app, res.settings)
 
     def call_back(task: str, queue: str | None, status: dict[str, Any]) -> None:
@@ -165,6 +168,7 @@ def _start_scheduler(sender: Any = None, **_: Any) -> None:
         slots=slots,
         default_tenant=settings.tenant_id,
         retention=settings.retention,
+        publish_many=publish_many,
     )
     _scheduler.start()
     observe.watch_fleet(res.redis)  # dead letters and lanes, read from Redis at each scrape of /metrics

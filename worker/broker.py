@@ -5,6 +5,9 @@ small; what each gives the fleet:
 
 - **Redis** (the default: the store's URL). Messages a dead worker held come back after the visibility
   timeout; the scheduler does not wait for them (its own lease and hand timeouts bring requests back).
+  Over TLS (`rediss://`) kombu and the result backend verify the server as every other client does
+  (`producers.tls`), and a worker whose Redis presents a certificate it cannot trust exits at start with
+  one line (`verify_tls`) rather than retry forever.
 - **Redis through Sentinel** (`redis+sentinel://...`): the same, and kombu's `sentinel://` transport follows
   a failover to the new master.
 - **RabbitMQ** (`amqp://`, `amqps://`; several nodes joined by `;`): the fleet's two queues are durable
@@ -26,17 +29,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import redis
 from celery import Celery
+from celery.signals import celeryd_init
 from kombu import Exchange, Queue
 from kombu.transport import redis as kombu_redis
 
 from producers import keys
 from producers.connection import SentinelURL, connect, describe, is_sentinel, redacted
+from producers.errors import TeamsNotifyError
+from producers.tls import VerifiedSSLConnection, probe, split_url, unverified_warning
+from worker import config
 from worker.config import AMQP_SCHEMES, Settings
 
 log = logging.getLogger(__name__)
@@ -56,12 +64,13 @@ def kind(url: str) -> Kind:
     return "redis"
 
 
-def celery_url(url: str) -> tuple[str, dict[str, Any]]:
+def celery_url(url: str, variable: str = "TEAMS_NOTIFY_BROKER_URL") -> tuple[str, dict[str, Any]]:
     """The URL kombu and Celery understand for one of ours, and the transport options it needs.
 
     `redis+sentinel://:pw@h1:p1,h2:p2/master/db` becomes `sentinel://:pw@h1:p1/db;sentinel://:pw@h2:p2/db`
     with `master_name` (and the Sentinels' own password, if any) in the transport options; `unix://` becomes
-    kombu's `redis+socket://`; every other URL is already kombu's.
+    kombu's `redis+socket://`; a `rediss://` URL loses its TLS options (`ssl_options` has them: in the URL,
+    kombu would take them instead of those options); every other URL is already kombu's.
     """
     if is_sentinel(url):
         target = SentinelURL.parse(url)
@@ -76,7 +85,47 @@ def celery_url(url: str) -> tuple[str, dict[str, Any]]:
         return ";".join(urls), options
     if url.startswith("unix://"):
         return "redis+socket://" + url[len("unix://") :], {}
+    if kind(url) == "redis":
+        return split_url(url, variable)[0], {}
     return url, {}
+
+
+def ssl_options(url: str, variable: str = "TEAMS_NOTIFY_BROKER_URL") -> dict[str, Any] | None:
+    """What kombu (`broker_use_ssl`) and Celery's Redis result backend (`redis_backend_use_ssl`) take for a
+    `rediss://` URL: the server verified against `SSL_CERT_FILE` or the system store, its host name checked,
+    unless the URL opts out (logged as a warning). None for any other URL."""
+    if kind(url) != "redis":
+        return None
+    _, tls = split_url(url, variable)
+    warning = unverified_warning(variable, redacted(url), tls)
+    if warning:
+        log.warning(warning)
+    return tls.options() if tls else None
+
+
+def verify_tls(settings: Settings) -> None:
+    """Connects once to each `rediss://` Redis of the fleet (the store, the broker).
+
+    Raises:
+        BrokerUnavailable: one line naming the variable, when a server's certificate cannot be trusted (a
+            Redis that is down is left to Celery's retries at start).
+    """
+    urls = {settings.redis_url: "TEAMS_NOTIFY_REDIS_URL"}
+    urls.setdefault(settings.broker, "TEAMS_NOTIFY_BROKER_URL")
+    for url, variable in urls.items():
+        if kind(url) == "redis":
+            probe(url, variable)
+
+
+@celeryd_init.connect
+def _refuse_untrusted_redis(**_: Any) -> None:
+    """Before a `teams-notify worker` starts: one line and exit code 2 when its Redis cannot be trusted."""
+    try:
+        verify_tls(config.load())
+    except TeamsNotifyError as exc:
+        sys.stderr.write(f"teams-notify: error: {exc}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from None
 
 
 class _SafeClose:
@@ -95,8 +144,28 @@ class _SafeClose:
         return super()._get_pool(asynchronous)  # type: ignore[misc]  # missing from kombu's annotations
 
 
-class FleetRedisChannel(_SafeClose, kombu_redis.Channel):
-    """kombu's Redis channel, safe to close after a lost connection."""
+class _SharedClient:
+    """kombu makes a new `redis.Redis` for every publish, acknowledgement and event (`conn_or_acquire`), and
+    building one copies its ~200 response callbacks: a tenth of a worker's CPU. A client over a pool is
+    thread-safe, so one is kept per pool (a new pool, after a lost connection, gets a new client)."""
+
+    _shared: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous)  # type: ignore[misc]  # missing from kombu's annotations
+        pool = self.pool  # type: ignore[attr-defined]  # kombu's Channel
+        shared = self._shared
+        if shared is None or shared.connection_pool is not pool:
+            shared = self._shared = super()._create_client(False)  # type: ignore[misc]
+        return shared
+
+
+class FleetRedisChannel(_SharedClient, _SafeClose, kombu_redis.Channel):
+    """kombu's Redis channel, safe to close after a lost connection; over TLS, a refused certificate is
+    explained (`producers.tls`)."""
+
+    connection_class_ssl = VerifiedSSLConnection
 
 
 class FleetRedisTransport(kombu_redis.Transport):
@@ -105,7 +174,7 @@ class FleetRedisTransport(kombu_redis.Transport):
     Channel = FleetRedisChannel
 
 
-class FleetSentinelChannel(_SafeClose, kombu_redis.SentinelChannel):
+class FleetSentinelChannel(_SharedClient, _SafeClose, kombu_redis.SentinelChannel):
     """kombu's Sentinel channel, safe to close after a lost connection."""
 
 
@@ -126,10 +195,13 @@ def fleet_queues() -> list[Queue]:
 def configure(app: Celery, settings: Settings) -> None:
     """Points the app at its broker and at the result backend on the store, with what each needs."""
     broker, broker_options = celery_url(settings.broker)
-    backend, backend_options = celery_url(settings.redis_url)
+    backend, backend_options = celery_url(settings.redis_url, "TEAMS_NOTIFY_REDIS_URL")
     app.conf.update(broker_url=broker, result_backend=backend)
     if backend_options:
         app.conf.result_backend_transport_options = backend_options
+    backend_ssl = ssl_options(settings.redis_url, "TEAMS_NOTIFY_REDIS_URL")
+    if backend_ssl:
+        app.conf.redis_backend_use_ssl = backend_ssl
     if kind(settings.broker) == "rabbitmq":
         app.conf.task_queues = fleet_queues()
         # Callbacks go to their caller's queue: declared as Celery declares one by default when it does not
@@ -143,6 +215,9 @@ def configure(app: Celery, settings: Settings) -> None:
         app.conf.broker_transport = f"{__name__}:FleetSentinelTransport"
     elif broker.startswith(("redis://", "rediss://")):
         app.conf.broker_transport = f"{__name__}:FleetRedisTransport"
+    broker_ssl = ssl_options(settings.broker) if settings.broker != settings.redis_url else backend_ssl
+    if broker_ssl:
+        app.conf.broker_use_ssl = broker_ssl
     app.conf.broker_transport_options = {
         **broker_options,
         # A message a dead worker held goes back to the queue after this long; by then the scheduler has

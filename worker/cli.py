@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ import typer
 from producers import keys
 from producers.errors import TeamsNotifyError
 from producers.notifier import Notifier
-from worker import admin, config, observe
+from worker import admin, config, metricsdir, observe
 
 app = typer.Typer(
     name="teams-notify",
@@ -75,10 +75,17 @@ def worker(ctx: typer.Context) -> None:
     for flags, value in WORKER_DEFAULTS.items():
         if not any(arg == flag or arg.startswith(flag + "=") for arg in ctx.args for flag in flags):
             argv += [flags[1], value]
+    if metricsdir.needs_private_dir(current.metrics_port, argv):
+        # A process pool exports its children's metrics through files: prometheus_client must be imported
+        # with PROMETHEUS_MULTIPROC_DIR set, so the worker starts again (same pid) with a private one.
+        try:
+            metricsdir.reexec_with_private_dir(current.metrics_port)
+        except OSError as exc:
+            fail(f"cannot start the worker with a metrics directory for its pool: {exc}")
     from worker.app import app as celery_app  # noqa: PLC0415 - the app reads settings already checked above
 
-    observe.serve_metrics(current.metrics_port)
-    celery_app.worker_main(argv)
+    with observe.worker_metrics(current):
+        celery_app.worker_main(argv)
 
 
 @app.command()
@@ -293,8 +300,22 @@ def bench(
         typer.Option(
             "--scenario",
             metavar="NAME",
-            help="instead of the throughput run: singles, tenants2, tenants10, kill-worker, restart-redis or all "
-            "(repeatable, or a comma list); each sets up its own fleet at Graph's limits",
+            help="instead of the throughput run: raw, tenant1, tenants2, tenants10, singles, kill-worker, "
+            "restart-redis, enqueue or all (repeatable, or a comma list); each sets up its own fleet",
+        ),
+    ] = None,
+    plot: Annotated[
+        Path,
+        typer.Option(
+            "--plot", metavar="PATH", help="with --scenario: the PNG of requests/s over time against the limit"
+        ),
+    ] = Path("bench.png"),
+    peer: Annotated[
+        str | None,
+        typer.Option(
+            "--peer",
+            metavar="CLIENT",
+            help="also send the same throttled workload with another client, side by side: msgraph-sdk",
         ),
     ] = None,
     timeout: Annotated[
@@ -303,27 +324,21 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON document on stdout")] = False,
 ) -> None:
     """Measure delivery throughput of a local fleet against the simulator (lost and duplicated too), or with
-    --scenario: single-send latency under bulk load, tenants sharing Graph's limits, recovery after crashes."""
-    from worker import bench as benchmarks  # noqa: PLC0415 - heavy, and only for this command
+    --scenario: raw capacity, the fleet at Graph's limits, recovery after crashes, producers; with --peer:
+    teams-notify against Microsoft's msgraph-sdk on the same workload."""
+    from worker.bench import throughput  # noqa: PLC0415 - heavy, and only for this command
 
     if recipients < 1 or workers < 1 or concurrency < 1:
         fail("--recipients, --workers and --concurrency must be at least 1", 2)
     if timeout is not None and timeout <= 0:
         fail("--timeout must be positive", 2)
-    if scenario:
-        try:
-            names = benchmarks.scenario_names(scenario)
-        except ValueError as exc:
-            fail(f"--scenario: {exc}", 2)
-        report = benchmarks.run_scenarios(names, timeout or 900, lambda line: typer.echo(line, err=True))
-        if as_json:
-            emit_json(report)
-        else:
-            benchmarks.print_report(report)
-        raise typer.Exit(0 if report["ok"] else 1)
+    if peer is not None and peer.strip().lower() != "msgraph-sdk":
+        fail(f"--peer: unknown client {peer!r} (known: msgraph-sdk)", 2)
+    if scenario or peer:
+        _bench_scenarios(scenario or [], plot, peer is not None, timeout or 900, as_json)
     try:
         config.parse_rate_limits(rate_limits)
-        figures = benchmarks.run_bench(recipients, workers, concurrency, latency_ms, rate_limits, timeout or 600)
+        figures = throughput.run_bench(recipients, workers, concurrency, latency_ms, rate_limits, timeout or 600)
     except TeamsNotifyError as exc:
         fail(str(exc), 2)
     if as_json:
@@ -335,8 +350,55 @@ def bench(
         raise typer.Exit(1)
 
 
+def _bench_scenarios(scenario: list[str], plot: Path, peer: bool, timeout: float, as_json: bool) -> NoReturn:
+    """`bench --scenario ...` and/or `--peer msgraph-sdk`: one table (or JSON document) of everything run."""
+    from worker.bench import report as bench_report  # noqa: PLC0415 - heavy, and only for this command
+    from worker.bench import scenarios  # noqa: PLC0415
+
+    names: list[str] = []
+    if scenario:
+        try:
+            names = scenarios.scenario_names(scenario)
+        except ValueError as exc:
+            fail(f"--scenario: {exc}", 2)
+    compared = _run_peer(timeout, _stderr_line) if peer else None  # first: a missing SDK fails before the rest
+    report: dict[str, Any] = {"ok": True}
+    if names:
+        report = scenarios.run_scenarios(names, timeout, _stderr_line, plot)
+    if compared is not None:
+        report["peer"] = compared
+        report["ok"] = bool(report["ok"] and compared.get("ok"))
+    if as_json:
+        emit_json(report)
+    else:
+        bench_report.print_report(report)
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
+def _stderr_line(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def _run_peer(timeout: float, say: Callable[[str], None]) -> dict[str, Any]:
+    """`--peer msgraph-sdk`: worker.bench.peer's comparison; one line and exit 2 when it or the SDK is missing."""
+    import tempfile  # noqa: PLC0415
+
+    try:
+        from worker.bench.peer import run_peer  # noqa: PLC0415 - the bench extra's SDK, only for --peer
+
+        return run_peer(Path(tempfile.mkdtemp(prefix="teams-notify-peer-")), timeout, say)
+    except ImportError as exc:
+        fail(f"--peer msgraph-sdk: {exc}", 2)
+
+
 def _register_simulator() -> None:
-    from worker.simulator.command import simulator_command  # noqa: PLC0415 - kept apart from production paths
+    """Adds `simulator` when its extra is installed; without it the launcher (worker/launcher.py) names the extra."""
+    try:
+        from worker.simulator.command import simulator_command  # noqa: PLC0415 - kept apart from production paths
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in {"worker", "producers"}:
+            raise
+        return
 
     app.command("simulator", help="A local Graph + Entra simulator (HTTPS, its own CA).")(simulator_command)
 

@@ -66,6 +66,7 @@ class Settings:
     client_certificate_password: str | None = field(default=None, repr=False)
     rate_limits: Mapping[str, float] | None = field(default_factory=lambda: dict(GRAPH_RATE_LIMITS))
     metrics_port: int = 9808
+    metrics_tenants: bool = True
     log_format: LogFormat = "auto"
     log_level: str = "INFO"
     app_manifest: str | None = None
@@ -81,7 +82,7 @@ class Settings:
             f"authority_host={self.authority_host!r}, tenant_id={self.tenant_id!r}, client_id={self.client_id!r}, "
             f"client_secret={secret}, client_certificate={self.client_certificate!r}, "
             f"client_certificate_password={password}, rate_limits={self.rate_limits!r}, "
-            f"metrics_port={self.metrics_port}, "
+            f"metrics_port={self.metrics_port}, metrics_tenants={self.metrics_tenants}, "
             f"log_format={self.log_format!r}, log_level={self.log_level!r}, "
             f"visibility_timeout={self.visibility_timeout}, retention={self.retention:g})"
         )
@@ -189,6 +190,14 @@ def check_broker_url(url: str, name: str = "TEAMS_NOTIFY_BROKER_URL") -> None:
             )
 
 
+def parse_switch(name: str, value: str) -> bool:
+    """`on` (True) or `off` (False), in any case."""
+    text = value.strip().lower()
+    if text not in ("on", "off"):
+        raise ConfigurationError(f"{name}={value!r} is not on or off")
+    return text == "on"
+
+
 def parse_duration(name: str, value: str) -> float:
     """A positive duration such as `90s`, `15m`, `12h` or `7d` (a bare number is seconds), in seconds."""
     text = value.strip().lower()
@@ -265,6 +274,7 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         client_certificate_password=env.get("TEAMS_NOTIFY_CLIENT_CERTIFICATE_PASSWORD") or None,
         rate_limits=parse_rate_limits(get("TEAMS_NOTIFY_RATE_LIMITS") or "graph"),
         metrics_port=int(port_text),
+        metrics_tenants=parse_switch("TEAMS_NOTIFY_METRICS_TENANTS", get("TEAMS_NOTIFY_METRICS_TENANTS") or "on"),
         log_format=log_format,  # type: ignore[arg-type]  # checked against the Literal just above
         log_level=log_level,
         app_manifest=manifest,

@@ -25,9 +25,12 @@ from worker.auth import TokenProvider
 from worker.errors import AuthError, GraphError, Throttled, TokenTooShortLived, TransientGraphError, Unauthorized
 from worker.graph import GraphClient, GraphResult
 from worker.heartbeat import Heartbeat
-from worker.jobs import JobStore, Request
-from worker.lanes import LOOKAHEAD, RENEW_EVERY, SEND_ALLOWANCE, LaneStore
+from worker.jobs import JOB_ENDED, Job, JobStore, Request
+from worker.lanes import LOOKAHEAD, RENEW_EVERY, SEND_ALLOWANCE, LaneStore, split_ref
+from worker.results import DeadLettered, Deferred, Result, Sent, Skipped, retry_cause
 from worker.retrying import MAX_ATTEMPTS, backoff, persistently, retry_after_of
+
+__all__ = ["DeadLettered", "Deferred", "Delivery", "Lease", "Result", "Sent", "Skipped", "retry_cause"]
 
 log = logging.getLogger(__name__)
 
@@ -54,45 +57,10 @@ class Lease:
     send_after: float = 0.0
 
 
-@dataclass(frozen=True)
-class Sent:
-    """Graph accepted the request."""
-
-    result: GraphResult
-
-
-@dataclass(frozen=True)
-class DeadLettered:
-    """The request needs a person; its dead letter says why."""
-
-    letter: deadletters.DeadLetter
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """Nothing sent: the request was not this copy's to send (`stale`, `ended`, `paused`), or its job is gone."""
-
-    why: str
-
-
-@dataclass(frozen=True)
-class Deferred:
-    """A transient failure: the request waits in its lane `delay` seconds, then goes out again."""
-
-    delay: float
-    error: Exception
-
-
-Result = Sent | DeadLettered | Skipped | Deferred
-
-
-def retry_cause(exc: GraphError | AuthError) -> str:
-    """Why a request is retried, as the `cause` of `teams_notify_retries`."""
-    if isinstance(exc, AuthError | Unauthorized | TokenTooShortLived):
-        return "auth"
-    if isinstance(exc, Throttled):
-        return "throttled"
-    return "server_error" if exc.status is not None else "transport"
+def _count_job_end(job: Job, ended: int) -> None:
+    """`finish` answered 2: this request was its job's last."""
+    if ended == JOB_ENDED:
+        observe.job_ended(job.endpoint, job.created_at)
 
 
 def _log_call(request: Request, tenant: str, attempt: int, seconds: float, outcome: GraphResult | GraphError) -> None:
@@ -152,23 +120,52 @@ class Delivery:
         `at` is the slot the scheduler reserved for it under Graph's limits (Redis' clock): the request
         goes to Graph `SEND_ALLOWANCE` after it, or at once if it arrives later than that.
         """
-        lease = Lease(lane, keys.request_ref(job_id, index), uuid.uuid4().hex)
-        claim = self._lanes.claim(lane, job_id, index, lease.token)
-        if claim.status != "claimed":
-            return Skipped(claim.status)
-        attempts = claim.attempts
-        if at:
-            lease = replace(lease, send_after=lease.claimed_at + min(at + SEND_ALLOWANCE - claim.now, MAX_ALIGN))
-        if self._heartbeat is not None:
-            self._heartbeat.hold(lane, lease.ref, lease.token)
-        try:
-            return self._claimed(job_id, index, lease, attempts)
-        except Exception as exc:
-            self._give_back(lease, attempts, exc)
-            raise
-        finally:
+        return self.deliver_many(lane, [(job_id, index)], at)[0]
+
+    def deliver_many(self, lane: str, requests: list[tuple[str, int]], at: float = 0.0) -> list[Result]:
+        """Sends handed requests of one lane (job id, index) one after another, each at most once: a bundle
+        the scheduler handed out with pacing off, or one paced request with its slot `at`.
+
+        All are claimed first, in one step, so none goes back to its lane while those before it are sent;
+        the heartbeat keeps every lease. If a send raises, its request and those not yet sent go back.
+        """
+        token = uuid.uuid4().hex
+        claims = self._lanes.claim_many(lane, requests, token)
+        results: list[Result] = [Skipped(claim.status) for claim in claims]
+        held: list[tuple[int, Lease, int]] = []
+        for i, ((job_id, index), claim) in enumerate(zip(requests, claims, strict=True)):
+            if claim.status != "claimed":
+                continue
+            lease = Lease(lane, keys.request_ref(job_id, index), token)
+            if at:
+                lease = replace(lease, send_after=lease.claimed_at + min(at + SEND_ALLOWANCE - claim.now, MAX_ALIGN))
+            held.append((i, lease, claim.attempts))
+            if self._heartbeat is not None:
+                self._heartbeat.hold(lane, lease.ref, token)
+        for n, (i, lease, attempts) in enumerate(held):
+            job_id, index = requests[i]
+            try:
+                results[i] = self._claimed(job_id, index, lease, attempts)
+            except Exception as exc:
+                self._give_back(lease, attempts, exc)
+                self._hand_back([lease for _, lease, _ in held[n + 1 :]])
+                raise
+            finally:
+                if self._heartbeat is not None:
+                    self._heartbeat.release(lease.ref)
+        return results
+
+    def _hand_back(self, leases: list[Lease]) -> None:
+        """Puts claimed requests that were not tried back in their lane, ready at once, their attempt
+        uncounted (Redis away: their leases run out)."""
+        for lease in leases:
             if self._heartbeat is not None:
                 self._heartbeat.release(lease.ref)
+            try:
+                self._lanes.defer(lease.lane, lease.ref, lease.token, 0.0)
+                self._jobs.uncount_attempt(*split_ref(lease.ref))
+            except redis.RedisError:
+                log.warning("request %s: Redis unreachable; it returns when its lease runs out", lease.ref)
 
     def _claimed(self, job_id: str, index: int, lease: Lease, attempts: int) -> Result:
         job = self._jobs.load(job_id)
@@ -200,7 +197,9 @@ class Delivery:
             if isinstance(exc, GraphError) and started is not None:
                 _log_call(request, tenant, attempts, time.perf_counter() - started, exc)
             return self._failed(request, lease, attempts, exc)
-        if persistently()(self._jobs.finish, request, "sent", request_id=result.request_id):
+        ended = persistently()(self._jobs.finish, request, "sent", request_id=result.request_id)
+        if ended:
+            _count_job_end(request.job, ended)
             observe.REQUESTS.labels(request.job.endpoint, "sent").inc()
             observe.TENANT_REQUESTS.labels(observe.tenant_label(tenant), "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
@@ -294,7 +293,9 @@ class Delivery:
             attempts=self._jobs.attempts(job.job_id, request.index),
         )
         dead = deadletters.encoded(letter)
-        if persistently()(self._jobs.finish, request, "dead", dead, request_id=letter.request_id):
+        ended = persistently()(self._jobs.finish, request, "dead", dead, request_id=letter.request_id)
+        if ended:
+            _count_job_end(job, ended)
             observe.REQUESTS.labels(job.endpoint, "dead_lettered").inc()
             observe.TENANT_REQUESTS.labels(
                 observe.tenant_label(job.tenant_id or self._default_tenant), "dead_lettered"

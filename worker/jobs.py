@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, cast
 
 import redis
@@ -51,6 +52,10 @@ return end_job(KEYS[1], KEYS[2], KEYS[10], KEYS[11], ARGV[8], ARGV[6]) and 2 or 
 )
 
 
+#: What `JobStore.finish` answers when the request it ended was its job's last.
+JOB_ENDED = 2
+
+
 @dataclass(frozen=True)
 class Job:
     """What a producer enqueued: one Graph action, its target and body, split into requests."""
@@ -65,6 +70,7 @@ class Job:
     bulk: bool
     lane: str
     idempotency_key: str | None = None
+    created_at: float | None = None  # epoch seconds the producer enqueued it
 
     @classmethod
     def from_record(cls, record: dict[str, str]) -> Job:
@@ -80,6 +86,7 @@ class Job:
             bulk=record.get("recipients_total", "") != "",
             lane=record.get("lane") or keys.lane_id(record.get("tenant_id"), record.get("recipients_total", "") != ""),
             idempotency_key=record.get("idempotency_key") or None,
+            created_at=_epoch(record.get("created_at")),
         )
 
     @property
@@ -90,6 +97,14 @@ class Job:
         recipient = self.body.get("recipient")
         user = recipient.get("userId") if isinstance(recipient, dict) else None
         return user if isinstance(user, str) else None
+
+
+def _epoch(stamp: str | None) -> float | None:
+    """An ISO 8601 time as epoch seconds; None when absent or unreadable."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if stamp else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -136,11 +151,15 @@ class JobStore:
         """The body of one request of the job (a bulk job's slice of recipients), None if out of range."""
         if not 0 <= index < job.requests_total:
             return None
-        override = cast(str | None, self._redis.hget(keys.job_overrides(job.job_id), str(index)))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(keys.job_overrides(job.job_id), str(index))
+        if job.bulk:
+            pipe.hget(keys.job_chunks(job.job_id), str(index))
+        override, *chunks_read = cast(list[str | None], pipe.execute())
         body = {**job.body, **json.loads(override)} if override else job.body
         if not job.bulk:
             return Request(job, index, body, 0)
-        chunk = cast(str | None, self._redis.hget(keys.job_chunks(job.job_id), str(index)))
+        chunk = chunks_read[0]
         if chunk is None:
             return None
         recipients = chunks.decode(chunk)

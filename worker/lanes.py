@@ -26,8 +26,8 @@ from typing import Any, cast
 import redis
 
 from producers import keys
-from producers.scripts import CANCEL_ONE, END_JOB
-from worker.ratelimit import TAKE_PERMITS, Limit, Permit, intervals, permit
+from worker import lanescripts
+from worker.ratelimit import Limit, Permit, intervals, permit
 
 #: Seconds a worker's lease on a request lasts; its heartbeat renews it every `RENEW_EVERY` while it sends.
 LEASE_SECONDS = 10.0
@@ -48,121 +48,6 @@ PACE_CLIMB = 0.05
 RATE_WINDOW = 10.0
 #: Most refs one reap moves back per lane and per set (the leader reaps often).
 REAP_BATCH = 200
-
-_NOW = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000\n"
-
-_CLAIM = (
-    _NOW
-    + CANCEL_ONE
-    + END_JOB
-    + """
--- KEYS: handed, in-flight, leases, outcomes, paused flag, lane, attempts, job, ended jobs, callbacks
--- ARGV: ref, request index, lease token, lease seconds, job id. Returns {status, attempts, Redis' time}.
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return {'stale', 0} end
-redis.call('ZREM', KEYS[1], ARGV[1])
-if redis.call('HEXISTS', KEYS[4], ARGV[2]) == 1 then return {'ended', 0} end
-if redis.call('HGET', KEYS[8], 'cancelled') == '1' then
-  cancel_one(KEYS[8], KEYS[4], ARGV[2])
-  end_job(KEYS[8], KEYS[4], KEYS[9], KEYS[10], ARGV[5], tostring(now))
-  return {'cancelled', 0}
-end
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('ZADD', KEYS[6], now, ARGV[1])
-  return {'paused', 0}
-end
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-if redis.call('EXISTS', KEYS[8]) == 1 then redis.call('HSET', KEYS[8], 'started', '1') end
-return {'claimed', redis.call('HINCRBY', KEYS[7], ARGV[2], 1), t[1] .. '.' .. string.format('%06d', t[2])}
-"""
-)
-
-_RENEW = (
-    _NOW
-    + """
--- KEYS: in-flight, leases; ARGV: ref, lease token, lease seconds. 1 while the lease is still this token's.
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])
-return 1
-"""
-)
-
-_DEFER = (
-    _NOW
-    + """
--- KEYS: in-flight, leases, lane, hold, lanes; ARGV: ref, lease token, delay, hold seconds (0: none), lane id.
--- Returns 1 if the lease was still held, 0 if it had been reaped (the ref then waits at least as long).
-local ready = now + tonumber(ARGV[3])
-local held = 0
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[3], ready, ARGV[1])
-  redis.call('SADD', KEYS[5], ARGV[5])
-  held = 1
-else
-  redis.call('ZADD', KEYS[3], 'XX', 'GT', ready, ARGV[1])
-end
-local hold = tonumber(ARGV[4])
-if hold > 0 and now + hold > tonumber(redis.call('GET', KEYS[4]) or '0') then
-  redis.call('SET', KEYS[4], tostring(now + hold), 'PX', math.ceil(hold * 1000))
-end
-return held
-"""
-)
-
-_REAP = (
-    _NOW
-    + """
--- KEYS: handed, in-flight, leases, lane; ARGV: batch. Moves what ran out back to the lane; returns how many.
-local back = 0
-for _, ref in ipairs(redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])) do
-  redis.call('ZREM', KEYS[1], ref)
-  redis.call('ZADD', KEYS[4], 'NX', now, ref)
-  back = back + 1
-end
-for _, ref in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, ARGV[1])) do
-  redis.call('ZREM', KEYS[2], ref)
-  redis.call('HDEL', KEYS[3], ref)
-  redis.call('ZADD', KEYS[4], 'NX', now, ref)
-  back = back + 1
-end
-return back
-"""
-)
-
-_HAND = (
-    _NOW
-    + TAKE_PERMITS
-    + """
--- KEYS: lane, handed, recent, then one key per rate limit; ARGV: ref, hand timeout, rate window, lookahead
--- in microseconds, then the microseconds between permits of each limit. Reserves a slot under every limit
--- and hands the ref out, in one step. Returns {0, 0, slot} if handed (slot: epoch microseconds), {-1, 0, 0}
--- if the ref is not waiting in the lane (gone, or delayed), or {microseconds to wait, index of the limit
--- that holds it back, 0} with nothing taken.
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) > now then return {-1, 0, 0} end
-local limit_keys, intervals = {}, {}
-for i = 4, #KEYS do
-  limit_keys[#limit_keys + 1] = KEYS[i]
-  intervals[#intervals + 1] = ARGV[i + 1]
-end
-local permit = take_permits(limit_keys, intervals, tonumber(ARGV[4]))
-if permit[1] > 0 then return permit end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])) * 2)
-return permit
-"""
-)
-
-_FORGET = """
--- KEYS: lanes, lane, handed, in-flight; ARGV: lane id. Drops an empty lane from the set of lanes.
-if redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3]) + redis.call('ZCARD', KEYS[4]) > 0 then return 0 end
-return redis.call('SREM', KEYS[1], ARGV[1])
-"""
 
 
 @dataclass(frozen=True)
@@ -247,33 +132,40 @@ class LaneStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
-        self._defer = client.register_script(_DEFER)
-        self._reap = client.register_script(_REAP)
-        self._hand = client.register_script(_HAND)
-        self._forget = client.register_script(_FORGET)
+        self._claim = client.register_script(lanescripts.CLAIM)
+        self._renew = client.register_script(lanescripts.RENEW)
+        self._defer = client.register_script(lanescripts.DEFER)
+        self._reap = client.register_script(lanescripts.REAP)
+        self._hand = client.register_script(lanescripts.HAND)
+        self._hand_many = client.register_script(lanescripts.HAND_MANY)
+        self._forget = client.register_script(lanescripts.FORGET)
 
     def claim(self, lane: str, job_id: str, index: int, token: str) -> Claim:
         """Takes a handed request with a lease: (`claimed`, attempts so far including this one), or why not
         (`stale`: not handed now, another copy took it or it went back; `ended`; `cancelled`: its job was
         cancelled, and so is it now; `paused`: back in its lane)."""
-        status, attempts, *now = self._claim(
-            keys=[
-                keys.lane_handed(lane),
-                keys.lane_in_flight(lane),
-                keys.leases(),
-                keys.job_outcomes(job_id),
-                keys.paused(),
-                keys.lane(lane),
-                keys.job_attempts(job_id),
-                keys.job(job_id),
-                keys.jobs_ended(),
-                keys.callbacks(),
-            ],
-            args=[keys.request_ref(job_id, index), index, token, LEASE_SECONDS, job_id],
-        )
-        return Claim(str(status), int(attempts), float(now[0]) if now else 0.0)
+        return self.claim_many(lane, [(job_id, index)], token)[0]
+
+    def claim_many(self, lane: str, requests: list[tuple[str, int]], token: str) -> list[Claim]:
+        """Claims handed requests of one lane (job id, index) in one step, each as `claim` does, all with
+        the same lease token."""
+        lane_keys = [
+            keys.lane_handed(lane),
+            keys.lane_in_flight(lane),
+            keys.leases(),
+            keys.paused(),
+            keys.lane(lane),
+            keys.jobs_ended(),
+            keys.callbacks(),
+        ]
+        job_keys: list[str] = []
+        args: list[str | int | float] = [token, LEASE_SECONDS]
+        for job_id, index in requests:
+            job_keys += [keys.job_outcomes(job_id), keys.job_attempts(job_id), keys.job(job_id)]
+            args += [keys.request_ref(job_id, index), index, job_id]
+        now, *found = self._claim(keys=lane_keys + job_keys, args=args)
+        at = float(now)
+        return [Claim(str(found[2 * i]), int(found[2 * i + 1]), at) for i in range(len(requests))]
 
     def renew(self, lane: str, ref: str, token: str) -> bool:
         """Extends a lease this token holds; False when it was lost (reaped after running out)."""
@@ -316,6 +208,15 @@ class LaneStore:
             args=[ref, HAND_TIMEOUT, RATE_WINDOW, int(LOOKAHEAD * 1e6), *intervals(limits)],
         )
         return None if int(wait) < 0 else permit(limits, int(wait), int(worst), int(slot))
+
+    def hand_many(self, lane: str, refs: list[str]) -> list[str]:
+        """Moves ready requests from their lane to handed without taking permits (pacing is off); returns
+        those handed (a ref delayed or gone meanwhile stays where it is)."""
+        handed = self._hand_many(
+            keys=[keys.lane(lane), keys.lane_handed(lane), keys.lane_recent(lane)],
+            args=[HAND_TIMEOUT, RATE_WINDOW, *refs],
+        )
+        return [str(ref) for ref in handed]
 
     def delay(self, lane: str, ref: str, until: float) -> None:
         """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""

@@ -40,13 +40,28 @@ def free_port() -> int:
 
 def redis_answers(url: str) -> bool:
     """True when a Redis server answers PING at the URL."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    return answers(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1))
+
+
+def answers(client: redis.Redis) -> bool:
+    """True when the client's Redis answers PING; the client is closed."""
     try:
         return bool(client.ping())
     except redis.RedisError:
         return False
     finally:
         client.close()
+
+
+def terminate(process: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT) -> None:
+    """Stops a child that may still run: SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class RedisServer:
@@ -98,12 +113,7 @@ class RedisServer:
 
     def stop(self) -> None:
         """Stops it."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self._process)
 
 
 class WorkerProcess:
@@ -164,6 +174,7 @@ def wait_ready(broker_url: str, nodes: list[str], timeout: float = START_TIMEOUT
     url, options = broker.celery_url(broker_url)
     app = Celery(broker=url)
     app.conf.broker_transport_options = options
+    app.conf.broker_use_ssl = broker.ssl_options(broker_url) or False  # a rediss:// broker is verified
     try:
 
         def all_answer() -> bool:

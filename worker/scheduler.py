@@ -8,7 +8,9 @@ renewed on every step) pumps, and any other takes over within `LEADER_TTL` secon
 3. hands out requests round-robin across lanes, one per lane per turn, while the fleet has free slots:
    each takes a permit from every Graph limit it falls under (reserved now, so no worker waits for it)
    and is published to the Celery queue. A lane whose tenant or app limit is spent waits for its next
-   permit; a request held back by its own user's or team's limit steps aside for the next in its lane;
+   permit; a request held back by its own user's or team's limit steps aside for the next in its lane.
+   With pacing off there is no permit to take: a lane's ready requests go out in bundles (what is ready
+   spread over the fleet's slots, at most `BUNDLE_MAX` a message), which one task sends one after another;
 4. sleeps until the earliest permit, delayed request or hold comes due (at most `MAX_IDLE`).
 
 Single sends have their own lanes and limits, so they never wait behind bulk work; tenants share the
@@ -17,7 +19,6 @@ app-wide limit because lanes take turns.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from redis.exceptions import LockError
 
 from producers import keys
 from producers.status import JobStatus
+from worker.fleet import Fleet
 from worker.jobs import JobStore
 from worker.lanes import LaneState, LaneStore, split_ref
 from worker.ratelimit import Limit, RateLimiter
@@ -47,8 +49,6 @@ MIN_IDLE = 0.002
 REAP_EVERY = 1.0
 PRUNE_EVERY = 60.0
 ANNOUNCE_EVERY = 3.0
-#: A worker's announcement of its slots lasts this long unless renewed.
-FLEET_TTL = 15.0
 #: How often a leader with no lane known asks for them (seconds).
 LANES_EVERY = 0.2
 #: Ready requests read per lane and step.
@@ -56,44 +56,13 @@ PEEK = 32
 #: How soon the leader looks again when ready requests wait for a free slot.
 SLOT_POLL = 0.01
 
+#: With pacing off, the leader hands a lane's ready requests out in bundles of up to this many (one Celery
+#: message, sent one after another by one task): fewer messages and task events per Graph request.
+BUNDLE_MAX = 8
+
 Publish = Callable[[str, int, str, float], None]
+PublishMany = Callable[[str, list[str]], None]
 CallBack = Callable[[str, str | None, dict[str, Any]], None]
-
-
-class Fleet:
-    """The workers alive and their slots, each announced in Redis with an expiry."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._redis = client
-
-    def announce(self, node: str, slots: int) -> None:
-        """This worker is alive with `slots` task slots, for the next `FLEET_TTL` seconds (by Redis' clock)."""
-        expires = self._now() + FLEET_TTL
-        self._redis.hset(keys.fleet(), node, json.dumps({"slots": slots, "expires": expires}))
-
-    def _now(self) -> float:
-        seconds, micros = self._redis.time()
-        return float(seconds) + micros / 1e6
-
-    def leave(self, node: str) -> None:
-        """This worker stops."""
-        self._redis.hdel(keys.fleet(), node)
-
-    def slots(self) -> dict[str, int]:
-        """Live workers and their slots."""
-        return self.alive(cast(dict[str, str], self._redis.hgetall(keys.fleet())), self._now())
-
-    def alive(self, announced: dict[str, str], now: float) -> dict[str, int]:
-        """The workers of these announcements alive at `now` (Redis' time), with their slots; the expired
-        ones are dropped from Redis."""
-        alive: dict[str, int] = {}
-        for node, raw in announced.items():
-            entry = json.loads(raw)
-            if entry["expires"] < now:
-                self._redis.hdel(keys.fleet(), node)
-            else:
-                alive[node] = int(entry["slots"])
-        return alive
 
 
 class Scheduler(threading.Thread):
@@ -111,6 +80,7 @@ class Scheduler(threading.Thread):
         slots: int,
         default_tenant: str | None,
         retention: float,
+        publish_many: PublishMany | None = None,
     ) -> None:
         super().__init__(name="teams-notify-scheduler", daemon=True)
         self._redis = client
@@ -118,6 +88,8 @@ class Scheduler(threading.Thread):
         self._jobs = jobs
         self._limiter = limiter
         self._publish = publish
+        self._publish_many = publish_many if limiter is None else None
+        self._bundle = 1
         self._call_back = call_back
         self._fleet = Fleet(client)
         self._node = node
@@ -189,7 +161,9 @@ class Scheduler(threading.Thread):
             self._send_callbacks()
         if snap.paused:
             return MAX_IDLE * 5
-        free = sum(self._fleet.alive(snap.fleet, snap.now).values()) - sum(s.handed + s.in_flight for s in states)
+        slots = sum(self._fleet.alive(snap.fleet, snap.now).values())
+        self._bundle = self._bundle_size(states, slots)
+        free = slots * self._bundle - sum(s.handed + s.in_flight for s in states)
         waits = [MAX_IDLE]
         for state in states:
             if state.empty:
@@ -225,8 +199,19 @@ class Scheduler(threading.Thread):
             next_wait = min(next_wait, SLOT_POLL)  # every slot is busy: look again as soon as one may be free
         return next_wait
 
+    def _bundle_size(self, states: list[LaneState], slots: int) -> int:
+        """Requests a message carries: 1 when paced; else enough to spread what is ready over every slot,
+        at most `BUNDLE_MAX`."""
+        if self._publish_many is None or slots <= 0:
+            return 1
+        ready = sum(s.waiting for s in states if s.ready)
+        return max(1, min(BUNDLE_MAX, -(-ready // slots)))
+
     def _hand_one(self, state: LaneState, refs: list[str]) -> tuple[int, float | None]:
-        """Hands out the first request of the lane a permit allows: (1, None), or (0, wait for a permit)."""
+        """Hands out the first request of the lane a permit allows (or, pacing off, a bundle of its first
+        ones): (requests handed, None), or (0, wait for a permit)."""
+        if self._publish_many is not None:
+            return self._hand_bundle(state, refs, self._publish_many)
         while refs:
             ref = refs.pop(0)
             job_id, index = split_ref(ref)
@@ -257,6 +242,21 @@ class Scheduler(threading.Thread):
                 log.warning("lane %s: request %s not published (%s); it comes back", state.lane, ref, exc)
                 return 0, FOLLOWER_POLL
             return 1, None
+        return 0, None
+
+    def _hand_bundle(self, state: LaneState, refs: list[str], publish: PublishMany) -> tuple[int, float | None]:
+        """Pacing off: hands the lane's next ready requests out as one message; (requests handed, None)."""
+        while refs:
+            take, refs[:] = refs[: self._bundle], refs[self._bundle :]
+            handed = self._lanes.hand_many(state.lane, take)
+            if not handed:
+                continue  # cancelled or delayed meanwhile
+            try:
+                publish(state.lane, handed)
+            except Exception as exc:  # the broker is away: the requests go back after the hand timeout
+                log.warning("lane %s: %d request(s) not published (%s); they come back", state.lane, len(handed), exc)
+                return 0, FOLLOWER_POLL
+            return len(handed), None
         return 0, None
 
     def _spent(self, limits: list[Limit]) -> float | None:

@@ -8,6 +8,7 @@ from typing import Any
 from producers import keys
 from worker import admin
 from worker.app import app, resources
+from worker.lanes import split_ref
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,14 @@ def send(job_id: str, index: int, lane: str, at: float = 0.0) -> str:
     does nothing."""
     result = resources().delivery.deliver(job_id, index, lane, at)
     return type(result).__name__
+
+
+@app.task(name=keys.SEND_MANY_TASK)
+def send_many(lane: str, refs: list[str]) -> list[str]:
+    """Sends a bundle of one lane's requests (`{job_id}:{index}` refs) the scheduler handed out with pacing
+    off, one after another; each at most once, as `send` does."""
+    requests = [split_ref(ref) for ref in refs]
+    return [type(result).__name__ for result in resources().delivery.deliver_many(lane, requests)]
 
 
 # Every admin command, as a task an operator or another backend can send through the broker. They run on

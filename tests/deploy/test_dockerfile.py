@@ -8,8 +8,10 @@ import shlex
 import tomllib
 
 import pytest
+import yaml
 
-from tests.deploy.helpers import ROOT, Stage, stages
+from tests.deploy.helpers import DEPLOY, ROOT, Stage, stages
+from worker import launcher
 
 
 def exec_form(args: str) -> list[str]:
@@ -75,6 +77,41 @@ def test_the_build_installs_the_extra_it_is_asked_for_from_its_own_wheels_only()
     assert build.all("ARG") == ["EXTRAS=worker"]
     assert 'pip wheel --wheel-dir /wheels ".[${EXTRAS}]"' in run
     assert '--no-index --find-links /wheels "teams-notify[${EXTRAS}]"' in run
+
+
+def with_included(extras: set[str]) -> set[str]:
+    """The extras and those they include (pyproject.toml's self-references, as the launcher knows them)."""
+    return extras | {included for extra in extras for included in launcher.EXTRA_INCLUDES[extra]}
+
+
+def default_extras() -> str:
+    """The EXTRAS the build stage installs unless told otherwise."""
+    (default,) = [arg.partition("=")[2] for arg in stages()[0].all("ARG") if arg.startswith("EXTRAS=")]
+    return default
+
+
+def images_built_by_compose() -> dict[str, tuple[str, list[str]]]:
+    """Each Compose service built from this Dockerfile: (the EXTRAS it is built with, its command)."""
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    return {
+        name: (str(service["build"].get("args", {}).get("EXTRAS", default_extras())), list(service["command"]))
+        for name, service in services.items()
+        if service.get("build", {}).get("dockerfile") == "deploy/Dockerfile"
+    }
+
+
+def test_every_image_compose_builds_has_the_extras_its_subcommand_needs() -> None:
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    _, runtime = stages()
+    images = images_built_by_compose()
+    runs = [*images.values(), (default_extras(), exec_form(runtime.one("CMD")))]
+
+    assert {"worker", "simulator"} <= images.keys()
+    for built_with, command in runs:
+        chosen = set(built_with.split(","))
+        needed = set(launcher.extras_for(launcher.subcommand(command)))
+        assert chosen <= declared.keys(), f"pyproject.toml has no extra {built_with}"
+        assert needed <= with_included(chosen), f"an image built with [{built_with}] runs {command}: needs {needed}"
 
 
 def test_the_worker_runs_as_an_unprivileged_user() -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from celery.signals import celeryd_init
+from kombu import Connection
 
 from producers.connection import ReplicaWait
-from producers.errors import ConfigurationError
+from producers.errors import BrokerUnavailable, ConfigurationError
+from producers.tls import VerifiedSSLConnection
 from worker import broker
 from worker.app import create_app
 from worker.config import Settings, load
@@ -236,3 +242,166 @@ def test_a_redis_broker_uses_the_fleets_redis_transport() -> None:
         assert connection.hostname == "store"
     finally:
         connection.release()
+
+
+# --- TLS (rediss://) -------------------------------------------------------------------------------------
+
+AZURE = "rediss://:Access%2BKey=@teams.redis.cache.windows.net:6380/0"
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """SSL_CERT_FILE names this (empty) bundle."""
+    path = tmp_path / "bundle.pem"
+    path.write_text("")
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+    return path
+
+
+def test_a_rediss_store_has_the_broker_and_the_result_backend_verify_the_server(
+    bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True, "ssl_ca_certs": str(bundle)}
+
+    with caplog.at_level(logging.WARNING):
+        app = create_app(Settings(redis_url=AZURE))
+        connection = app.connection_for_write()
+        backend: Any = app.backend  # a RedisBackend
+
+    assert app.conf.broker_use_ssl == expected
+    assert app.conf.redis_backend_use_ssl == expected
+    assert app.conf.broker_url == app.conf.result_backend == AZURE
+    try:
+        assert isinstance(connection.transport, broker.FleetRedisTransport)
+        assert connection.ssl == expected
+    finally:
+        connection.release()
+    assert backend.connparams["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert backend.connparams["ssl_check_hostname"] is True
+    assert backend.connparams["ssl_ca_certs"] == str(bundle)
+    assert issubclass(backend.connparams["connection_class"], redis.SSLConnection)
+    assert not [record for record in caplog.records if record.levelno >= logging.WARNING]  # no "insecure SSL"
+
+
+def test_the_fleets_redis_channel_explains_a_refused_certificate() -> None:
+    assert broker.FleetRedisChannel.connection_class_ssl is VerifiedSSLConnection
+
+
+def test_a_rediss_broker_beside_a_plain_store_is_the_only_one_with_tls(bundle: Path) -> None:
+    app = create_app(Settings(redis_url="redis://store:6379/0", broker_url=AZURE))
+
+    assert app.conf.broker_use_ssl["ssl_ca_certs"] == str(bundle)
+    assert not app.conf.redis_backend_use_ssl
+
+
+@pytest.mark.parametrize(
+    ("store", "broker_url"),
+    [("redis://store:6379/0", None), (SENTINEL, None), ("redis://store:6379/0", RABBITMQ), (SENTINEL, RABBITMQ)],
+)
+def test_without_rediss_nothing_of_tls_is_configured(store: str, broker_url: str | None) -> None:
+    app = create_app(Settings(redis_url=store, broker_url=broker_url))
+
+    assert not app.conf.broker_use_ssl
+    assert not app.conf.redis_backend_use_ssl
+
+
+def test_the_tls_options_of_a_url_go_to_celery_as_options_not_in_the_url(bundle: Path, tmp_path: Path) -> None:
+    ca = tmp_path / "redis-ca.pem"
+    ca.write_text("")
+
+    url, options = broker.celery_url(f"{AZURE}?ssl_ca_certs={ca}&socket_timeout=5")
+
+    assert (url, options) == (f"{AZURE}?socket_timeout=5", {})
+    assert broker.ssl_options(f"{AZURE}?ssl_ca_certs={ca}") == {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_check_hostname": True,
+        "ssl_ca_certs": str(ca),
+    }
+
+
+def test_an_explicit_opt_out_reaches_celery_and_is_logged_as_a_warning_without_the_password(
+    bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="worker.broker"):
+        app = create_app(Settings(redis_url=f"{AZURE}?ssl_cert_reqs=none"))
+
+    assert app.conf.broker_use_ssl["ssl_cert_reqs"] == ssl.CERT_NONE
+    assert app.conf.redis_backend_use_ssl["ssl_cert_reqs"] == ssl.CERT_NONE
+    warnings = [record.getMessage() for record in caplog.records if record.name == "worker.broker"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("TEAMS_NOTIFY_REDIS_URL: TLS verification of Redis at rediss://teams.redis")
+    assert "Access" not in warnings[0]
+
+
+def test_a_bad_tls_option_fails_at_start_naming_the_variable() -> None:
+    with pytest.raises(ConfigurationError, match=r"^TEAMS_NOTIFY_BROKER_URL: unknown TLS option 'ssl_verify'"):
+        load({"TEAMS_NOTIFY_BROKER_URL": f"{AZURE}?ssl_verify=no"})
+
+
+@pytest.mark.parametrize(
+    ("store", "broker_url", "probed"),
+    [
+        (AZURE, None, [(AZURE, "TEAMS_NOTIFY_REDIS_URL")]),
+        (AZURE, RABBITMQ, [(AZURE, "TEAMS_NOTIFY_REDIS_URL")]),
+        (
+            "redis://store:6379/0",
+            AZURE,
+            [("redis://store:6379/0", "TEAMS_NOTIFY_REDIS_URL"), (AZURE, "TEAMS_NOTIFY_BROKER_URL")],
+        ),
+        (SENTINEL, RABBITMQ, []),
+    ],
+)
+def test_a_worker_checks_each_redis_of_the_fleet_once_at_start(
+    store: str, broker_url: str | None, probed: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(broker, "probe", lambda url, variable: calls.append((url, variable)))
+
+    broker.verify_tls(Settings(redis_url=store, broker_url=broker_url))
+
+    assert calls == probed
+
+
+def test_a_worker_whose_redis_certificate_is_refused_exits_at_start_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    refusal = "TEAMS_NOTIFY_REDIS_URL: TLS certificate verification failed for Redis at h:6380: self-signed"
+
+    def refuse(url: str, variable: str) -> None:
+        raise BrokerUnavailable(refusal)
+
+    monkeypatch.setenv("TEAMS_NOTIFY_REDIS_URL", AZURE)
+    monkeypatch.setattr(broker, "probe", refuse)
+
+    with pytest.raises(SystemExit) as caught:
+        celeryd_init.send(sender="w1@host", instance=None, conf=None, options={})
+
+    assert caught.value.code == 2
+    assert capsys.readouterr().err == f"teams-notify: error: {refusal}\n"
+
+
+def test_a_worker_whose_redis_is_trusted_or_down_starts_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setenv("TEAMS_NOTIFY_REDIS_URL", AZURE)
+    monkeypatch.setattr(broker, "probe", lambda url, variable: calls.append((url, variable)))
+
+    celeryd_init.send(sender="w1@host", instance=None, conf=None, options={})  # no SystemExit
+
+    assert calls == [(AZURE, "TEAMS_NOTIFY_REDIS_URL")]
+
+
+def test_a_redis_channel_keeps_one_client_per_pool_and_messages_still_flow(redis_url: str) -> None:
+    with Connection(redis_url, transport=broker.FleetRedisTransport) as connection:
+        channel = connection.default_channel
+        first, again = channel._create_client(), channel._create_client()
+        assert first is again  # not a new redis.Redis (and its callbacks copied) for each publish
+        queue = connection.SimpleQueue("teams-notify-shared-client-test")
+        queue.put({"n": 1})
+        assert queue.get(timeout=5).payload == {"n": 1}
+
+        channel._pool = None  # kombu drops its pool after a lost connection: the next client is over the new one
+        renewed = channel._create_client()
+        assert renewed is not first
+        assert renewed.connection_pool is channel.pool
+        assert renewed.ping()
+        queue.close()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import redis.sentinel
+import trustme
 from redis.sentinel import SentinelConnectionPool
 
 from producers import BrokerUnavailable, ConfigurationError, Notifier, keys
@@ -29,6 +33,8 @@ from producers.connection import (
     is_sentinel,
     redacted,
 )
+from producers.tls import VerifiedSSLConnection
+from tests.tls import handshake_server, write_ca
 
 USER = "569363e2-4e49-4661-87f2-16f245c5d66a"
 BODY = {
@@ -381,3 +387,103 @@ def test_no_master_known_mid_failover_leaves_the_connecting_to_the_failover_retr
 
     assert pool.get_connection() == "connection"
     client.close()
+
+
+# --- TLS (rediss://) -------------------------------------------------------------------------------------
+
+AZURE = "rediss://:Access%2BKey=@teams.redis.cache.windows.net:6380/0"
+
+
+def test_a_rediss_client_verifies_the_server_against_ssl_cert_file_and_checks_its_host_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+    client = connect(AZURE)
+
+    pool = client.connection_pool
+    assert pool.connection_class is VerifiedSSLConnection
+    assert pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    assert pool.connection_kwargs["ssl_check_hostname"] is True
+    assert pool.connection_kwargs["ssl_ca_certs"] == str(bundle)
+    assert (pool.connection_kwargs["host"], pool.connection_kwargs["port"]) == ("teams.redis.cache.windows.net", 6380)
+    assert pool.connection_kwargs["password"] == "Access+Key="
+    client.close()
+
+
+def test_without_ssl_cert_file_a_rediss_client_trusts_the_system_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+
+    client = connect(AZURE)
+
+    assert "ssl_ca_certs" not in client.connection_pool.connection_kwargs
+    assert client.connection_pool.connection_kwargs["ssl_cert_reqs"] == ssl.CERT_REQUIRED
+    client.close()
+
+
+def test_a_plain_redis_client_gets_no_tls_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "absent.pem"))  # not looked at without TLS
+
+    client = connect("redis://:pw@store:6379/0")
+
+    assert client.connection_pool.connection_class is redis.Connection
+    assert not any(name.startswith("ssl_") for name in client.connection_pool.connection_kwargs)
+    client.close()
+
+
+def test_an_explicit_opt_out_in_the_url_is_honoured_and_logged_as_a_warning_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="producers.connection"):
+        client = connect(AZURE.replace("/0", "/0?ssl_cert_reqs=none&health_check_interval=5"))
+
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["ssl_cert_reqs"] == ssl.CERT_NONE
+    assert kwargs["ssl_check_hostname"] is False
+    assert kwargs["health_check_interval"] == 5  # the URL's other options still apply
+    [warning] = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.startswith("TEAMS_NOTIFY_REDIS_URL: TLS verification of Redis at rediss://teams.redis.cache")
+    assert "ssl_cert_reqs=none" in warning
+    assert "Access" not in warning
+    client.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("rediss://:pw@h:6380/0?ssl_cert_reqs=maybe", "ssl_cert_reqs='maybe'"),
+        ("rediss://:pw@h:6380/0?ssl_verify=no", "unknown TLS option 'ssl_verify'"),
+        ("rediss://:pw@h:6380/0?ssl_ca_certs=/nonexistent/ca.pem", "no such file"),
+        ("redis://:pw@h:6379/0?ssl_cert_reqs=required", "needs a rediss:// URL"),
+    ],
+)
+def test_a_bad_tls_option_is_one_clear_error_naming_the_variable_without_the_password(url: str, why: str) -> None:
+    for check in (check_store_url, connect):
+        with pytest.raises(ConfigurationError, match=r"^TEAMS_NOTIFY_REDIS_URL") as caught:
+            check(url)
+        assert why in str(caught.value)
+        assert "pw" not in str(caught.value)
+
+
+def test_a_redis_whose_certificate_is_not_trusted_is_refused_by_the_producer_and_nothing_is_enqueued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted, other = trustme.CA(), trustme.CA()
+    bundle = write_ca(trusted, tmp_path / "bundle.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+
+    with handshake_server(other, "localhost") as port:
+        started = time.monotonic()
+        notifier = Notifier(f"rediss://:secret-key@localhost:{port}/0")
+        with pytest.raises(BrokerUnavailable) as caught:
+            notifier.notify_user(USER, BODY)
+        notifier.close()
+
+    message = str(caught.value)
+    assert time.monotonic() - started < 5  # refused at once, not retried
+    assert "TLS certificate verification failed" in message
+    assert f"checked against the CA bundle {bundle}" in message
+    assert message.endswith("nothing was enqueued")
+    assert "secret-key" not in message

@@ -1,7 +1,6 @@
-"""`teams-notify bench`: the throughput run (`run_bench`) and the scenarios at Graph's limits (`run_scenarios`)."""
+"""`teams-notify bench`: the throughput run (`worker.bench.throughput.run_bench`), the scenarios
+(`worker.bench.scenarios.run_scenarios`) and their table (`worker.bench.report`).
 
-from worker.bench.report import print_report
-from worker.bench.scenarios import SCENARIOS, run_scenarios, scenario_names
-from worker.bench.throughput import run_bench
-
-__all__ = ["SCENARIOS", "print_report", "run_bench", "run_scenarios", "scenario_names"]
+Nothing is imported here, so that a child process measuring producers alone (`worker.bench.producer`)
+loads no more than a backend app would.
+"""

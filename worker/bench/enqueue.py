@@ -1,84 +1,42 @@
 """`teams-notify bench --scenario enqueue`: what producers cost: a 1,000,000-recipient job and single sends.
 
-Against a private Redis (no worker, no simulator): the seconds one process takes to enqueue a bulk job of a
-million GUID recipients, the Redis memory it adds per recipient, the longest that Redis kept another
-client waiting meanwhile (a separate process pings it every millisecond), and single `notify_user`
-enqueues a second from one process.
+Against a private Redis (no worker, no simulator), in a producer process of its own
+(`worker.bench.producer`): the seconds it takes to enqueue a bulk job of a million GUID recipients, the
+Redis memory it adds per recipient, the longest that Redis kept another client waiting meanwhile, single
+`notify_user` enqueues a second, and the producer's peak RSS (at its start, with the million recipients
+listed, and at the end of the enqueue).
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import time
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import redis
-
-from producers import Notifier
 from worker import sandbox
-
-#: Recipients of the big job, and single sends timed.
-RECIPIENTS = 1_000_000
-SINGLES = 3_000
-BODY = {
-    "topic": {"source": "entityUrl", "value": "https://graph.microsoft.com/v1.0/appCatalogs/teamsApps/bench"},
-    "activityType": "pendingFinanceApprovalRequests",
-    "previewText": {"content": "Internal spending team has a pending finance approval requests"},
-}
+from worker.bench.outcome import Say
 
 
-def _ping(url: str, stop: Any, longest: Any) -> None:
-    """In its own process: the longest PING round trip until told to stop."""
-    client = redis.Redis.from_url(url)
-    while not stop.is_set():
-        began = time.perf_counter()
-        client.ping()
-        longest.value = max(longest.value, time.perf_counter() - began)
-        time.sleep(0.001)
-
-
-def enqueue(workdir: Path, timeout: float, say: Any) -> dict[str, Any]:
-    """Runs the producer measurements; returns their figures."""
+def enqueue(workdir: Path, timeout: float, say: Say) -> dict[str, Any]:
+    """Runs the producer measurements in a child process; returns its figures."""
     workdir.mkdir(parents=True, exist_ok=True)
     server = sandbox.RedisServer(workdir).start()
     try:
-        client = redis.Redis.from_url(server.url)
-        notifier = Notifier(server.url)
-        recipients = [
-            {
-                "@odata.type": "microsoft.graph.aadUserNotificationRecipient",
-                "userId": f"{i:08x}-4e49-4661-87f2-{i:012x}",
-            }
-            for i in range(RECIPIENTS)
-        ]
-        before = int(client.info("memory")["used_memory"])
-        stop, longest = multiprocessing.Event(), multiprocessing.Value("d", 0.0)
-        pinger = multiprocessing.Process(target=_ping, args=(server.url, stop, longest), daemon=True)
-        pinger.start()
-        time.sleep(0.2)
-        began = time.perf_counter()
-        job_id = notifier.notify_recipients({**BODY, "recipients": recipients})
-        bulk_s = time.perf_counter() - began
-        stop.set()
-        pinger.join(10)
-        added = int(client.info("memory")["used_memory"]) - before
-        say(f"enqueue: {RECIPIENTS:,} recipients in {bulk_s:.2f}s")
-        began = time.perf_counter()
-        for i in range(SINGLES):
-            notifier.notify_user(f"user{i}@contoso.com", BODY)
-        singles_s = time.perf_counter() - began
-        status = notifier.status(job_id)
-        notifier.close()
-        client.close()
-        return {
-            "completed": status["recipients"]["total"] == RECIPIENTS,
-            "lost": 0,
-            "enqueue_recipients": RECIPIENTS,
-            "enqueue_s": round(bulk_s, 2),
-            "redis_bytes_per_recipient": round(added / RECIPIENTS, 1),
-            "longest_redis_stall_ms": round(longest.value * 1000, 1),
-            "single_enqueues_per_s": round(SINGLES / singles_s),
-        }
+        done = subprocess.run(
+            [sys.executable, "-m", "worker.bench.producer", server.url],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            (workdir / "producer.log").write_text(done.stderr)
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the producer process failed ({done.returncode}): {last}")
+        result: dict[str, Any] = json.loads(done.stdout)
+        say(f"enqueue: {result['enqueue_recipients']:,} recipients in {result['enqueue_s']:.2f}s")
+        return result | {"logs": str(workdir)}
     finally:
         server.stop()

@@ -140,5 +140,48 @@ def tenant_limit(tenants: int, per_tenant: float, per_app: float) -> float:
     return min(per_tenant, per_app / tenants) if tenants else per_tenant
 
 
+def per_second(times: Iterable[float], start: float) -> list[int]:
+    """Requests in each 1 s bucket from `start` ([start + i, start + i + 1)), up to the last one's bucket."""
+    counts: list[int] = []
+    for at in times:
+        bucket = max(0, math.floor(at - start))
+        counts.extend([0] * (bucket + 1 - len(counts)))
+        counts[bucket] += 1
+    return counts
+
+
+def pct_of_limit(rate: float | None, limit: float | None) -> float | None:
+    """A rate as a percentage of its limit (None without a rate or a limit)."""
+    if rate is None or not limit:
+        return None
+    return round(100 * rate / limit, 1)
+
+
+def cpu_ms_per_request(before: Mapping[int, float], after: Mapping[int, float], requests: int) -> float | None:
+    """CPU milliseconds per request: each process's CPU seconds at the end less at the start (a process
+    that began meanwhile started from 0), summed, over the requests; None for no requests."""
+    if requests <= 0:
+        return None
+    used = sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in after.items())
+    return round(1000 * used / requests, 3)
+
+
+def job_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    """Which job a recorded request belongs to, in the benchmarks: a bulk job per tenant, a single send per target."""
+    if record["endpoint"] == "bulk":
+        return ("bulk", str(record["tenant_id"]).lower())
+    return (str(record["endpoint"]), str(record["target"]).lower())
+
+
+def enqueue_latencies(records: Iterable[Mapping[str, Any]], created: Mapping[tuple[str, str], float]) -> list[float]:
+    """Seconds from each request's job being created to Graph receiving the request (jobs not in `created` skipped)."""
+    latencies = []
+    for record in records:
+        began = created.get(job_key(record))
+        if began is not None:
+            latencies.append(epoch(record["received_at"]) - began)
+    return latencies
+
+
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from producers import Notifier
+import redis
+
+from producers import Notifier, keys
 from producers.errors import TeamsNotifyError
 from worker import sandbox
+from worker.bench.process import ProcessSampler, Usage
 from worker.demo import DEMO_CLIENT_ID, DEMO_TENANT
 from worker.simulator import Simulator, SimulatorConfig
 
@@ -74,6 +78,7 @@ class Fleet:
         self._counts = (workers, concurrency)
         self.workers: list[sandbox.WorkerProcess] = []
         self.notifier: Notifier | None = None
+        self.sampler: ProcessSampler | None = None
 
     def start(self) -> Fleet:
         """Starts Redis, the simulator and the workers; returns once every worker answers a ping."""
@@ -97,13 +102,31 @@ class Fleet:
         for worker in self.workers:
             worker.start()
         sandbox.wait_ready(self.redis.url, [w.node for w in self.workers])
+        self.sampler = ProcessSampler({w.node: w.pid for w in self.workers if w.pid is not None}).start()
         self.notifier = Notifier(self.redis.url)
         return self
+
+    def usage(self) -> Usage:
+        """Stops sampling the workers (CPU and RSS since they answered a ping) and returns what it saw."""
+        return self.sampler.stop() if self.sampler is not None else Usage()
+
+    def created_at(self, job_id: str) -> float:
+        """Epoch seconds of the job's creation, as its producer recorded it."""
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            value = client.hget(keys.job(job_id), "created_at")
+        finally:
+            client.close()
+        if value is None:
+            raise RuntimeError(f"job {job_id} has no created_at")
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        return datetime.fromisoformat(text).timestamp()
 
     def stop(self) -> None:
         """Stops whatever runs (workers first), never raising."""
         if self.notifier is not None:
             self.notifier.close()
+        self.usage()
         for worker in self.workers:
             worker.stop()
         self.sim.stop()

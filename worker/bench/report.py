@@ -16,6 +16,9 @@ TARGETS = {
     "each_tenant_95pct_of_limit": "each >= 95% of limit",
     "shares_within_10pct": "shares within 10%",
     "throttled_at_most_1pct": "429s <= 1%",
+    "requests_per_s_at_least_350": ">= 350 requests/s",
+    "cpu_ms_per_request_at_most_2_5": "<= 2.5 CPU ms/request",
+    "peak_rss_at_most_150mb": "<= 150 MB RSS/process",
 }
 
 
@@ -86,6 +89,34 @@ def _targets(result: dict[str, Any]) -> str | None:
     return "[green]met[/green]" if not missed else "[yellow]missed:\n" + "\n".join(missed) + "[/yellow]"
 
 
+def _rate(key: str) -> Cell:
+    def cell(result: dict[str, Any]) -> str | None:
+        if key not in result:
+            return None
+        value, of = result[key], result.get("rate_of", "all")
+        return "-" if value is None else f"{value:,.1f}" + ("" if of == "all" else f" ({of})")
+
+    return cell
+
+
+def _pct_of_limit(result: dict[str, Any]) -> str | None:
+    if "limit_requests_per_s" not in result:
+        return None
+    limit, pct = result["limit_requests_per_s"], result["pct_of_limit"]
+    if limit is None:
+        return "no limit"
+    return f"{'-' if pct is None else f'{pct:g}%'} of {limit:g}/s"
+
+
+def _per_process_rss(result: dict[str, Any]) -> str | None:
+    processes: list[dict[str, Any]] | None = result.get("worker_processes")
+    if processes is None:
+        return None
+    return "\n".join(
+        f"{p['node'].split('@')[0]}{'' if p['role'] == 'worker' else ' pool'} {p['peak_rss_mb']:g}" for p in processes
+    )
+
+
 def _ok(result: dict[str, Any]) -> str:
     return "[green]ok[/green]" if result.get("ok") else "[red]FAILED[/red]"
 
@@ -94,6 +125,17 @@ ROWS: list[tuple[str, Cell]] = [
     ("jobs", _state),
     ("jobs ended after (s)", _num("seconds", digits=1)),
     ("singles reaching Graph", _singles),
+    ("requests/s at Graph (first to last)", _rate("requests_per_s")),
+    ("recipients/s", _rate("recipients_per_s")),
+    ("requests/s from the enqueue", _rate("requests_per_s_from_enqueue")),
+    ("% of the limit", _pct_of_limit),
+    ("first request after enqueue (s)", _num("first_request_after_s", digits=3)),
+    ("p50 job created->Graph (s)", _num("enqueue_to_graph_p50_s", digits=3)),
+    ("p99 job created->Graph (s)", _num("enqueue_to_graph_p99_s", digits=3)),
+    ("worker CPU (s)", _num("worker_cpu_s")),
+    ("worker CPU ms / Graph request", _num("worker_cpu_ms_per_request", digits=3)),
+    ("peak RSS, largest process (MB)", _num("worker_peak_rss_mb", digits=1)),
+    ("peak RSS per process (MB)", _per_process_rss),
     ("single p50 enqueue->Graph (s)", _num("single_p50_s", digits=3)),
     ("single p99 enqueue->Graph (s)", _num("single_p99_s", digits=3)),
     ("single max enqueue->Graph (s)", _num("single_max_s", digits=3)),
@@ -114,6 +156,8 @@ ROWS: list[tuple[str, Cell]] = [
     ("Redis bytes a recipient", _num("redis_bytes_per_recipient", digits=1)),
     ("longest Redis stall (ms)", _num("longest_redis_stall_ms", digits=1)),
     ("notify_user enqueues/s", _int("single_enqueues_per_s")),
+    ("producer peak RSS (MB)", _num("producer_peak_rss_mb", digits=1)),
+    ("producer RSS, 1M listed (MB)", _num("producer_recipients_listed_rss_mb", digits=1)),
     ("Graph answers", _int("responses_total")),
     ("429s (% of answers)", _throttled),
     ("lost", _int("lost")),
@@ -127,7 +171,7 @@ ROWS: list[tuple[str, Cell]] = [
 def scenario_table(report: dict[str, Any]) -> Table:
     """The table of every scenario run, rows without a figure in any scenario left out."""
     results: dict[str, dict[str, Any]] = report["scenarios"]
-    table = Table(title="teams-notify bench: scenarios at Graph's limits")
+    table = Table(title="teams-notify bench: one column a scenario")
     table.add_column("figure")
     for name in results:
         table.add_column(name, justify="right")
@@ -138,12 +182,48 @@ def scenario_table(report: dict[str, Any]) -> Table:
     return table
 
 
+PEER_COLUMNS: list[tuple[str, str]] = [
+    ("client", "client"),
+    ("delivered", "delivered"),
+    ("lost", "lost"),
+    ("429s", "throttled_429"),
+    ("token requests", "token_requests"),
+    ("time (s)", "seconds"),
+]
+
+
+def peer_table(peer: dict[str, Any]) -> Table:
+    """teams-notify and the msgraph-sdk peer, one row each, on the same workload."""
+    table = Table(title="teams-notify bench --peer msgraph-sdk: the same job, two clients")
+    for label, _ in PEER_COLUMNS:
+        table.add_column(label, justify="left" if label == "client" else "right")
+    for row in peer.get("rows", []):
+        table.add_row(*(_peer_cell(row.get(key)) for _, key in PEER_COLUMNS))
+    return table
+
+
+def _peer_cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    """Prints the table and where the logs are."""
-    table = scenario_table(report)
+    """Prints the scenarios' table (and the peer's, when run), the chart's path and where the logs are."""
     console = console or Console()
-    needed = console.measure(table, options=console.options.update_width(1000)).maximum
-    if not console.is_terminal and needed > console.width:  # a file or pipe: never wrap the figures
-        console = Console(width=needed)
-    console.print(table)
-    console.print(f"logs: {report['workdir']}")
+    tables = ([scenario_table(report)] if report.get("scenarios") else []) + (
+        [peer_table(report["peer"])] if report.get("peer") else []
+    )
+    for table in tables:
+        needed = console.measure(table, options=console.options.update_width(1000)).maximum
+        if not console.is_terminal and needed > console.width:  # a file or pipe: never wrap the figures
+            console = Console(width=needed)
+        console.print(table)
+    if report.get("plot"):
+        console.print(f"chart: {report['plot']}")
+    if report.get("plot_error"):
+        console.print(f"[yellow]{report['plot_error']}[/yellow]")
+    if report.get("workdir"):
+        console.print(f"logs: {report['workdir']}")
