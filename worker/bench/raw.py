@@ -15,8 +15,8 @@ from worker.bench.fleet import Fleet, bulk, users
 from worker.bench.outcome import PER_REQUEST, Say, expected, losses, outcome, settled
 from worker.demo import DEMO_TENANT
 
-#: Recipients of the job: 1,000 requests, a few seconds of sending.
-RAW_RECIPIENTS = 100_000
+#: Recipients of the job: 5,000 requests, several seconds of sending (a steady rate, not a start-up burst).
+RAW_RECIPIENTS = 500_000
 WORKERS, CONCURRENCY = 2, 8
 #: The issue's targets.
 REQUESTS_PER_S_TARGET = 350.0
