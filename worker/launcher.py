@@ -6,8 +6,9 @@ pydantic) still has a console script that says in one line which extra to instal
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
 
 #: The program's name in messages.
@@ -85,9 +86,23 @@ def missing_extra_message(command: str | None) -> str | None:
     return f"{who} needs the {names} {noun}: pip install '{PROGRAM}[{','.join(extras)}]'"
 
 
+#: prometheus-client's multiprocess directory: it must exist before prometheus-client is imported.
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiproc_dir_message(environ: Mapping[str, str]) -> str | None:
+    """One line when PROMETHEUS_MULTIPROC_DIR names no directory (prometheus-client would fail at import with
+    a traceback), else None."""
+    path = environ.get(MULTIPROC_DIR)
+    if path is None or os.path.isdir(path):
+        return None
+    return f"{PROGRAM}: error: {MULTIPROC_DIR}={path!r} is not a directory: create it, or unset it"
+
+
 def main() -> None:
-    """The console script: one line and exit code 2 when the subcommand's extra is missing, else the CLI."""
-    message = missing_extra_message(subcommand(sys.argv[1:]))
+    """The console script: one line and exit code 2 when the subcommand's extra is missing or the metrics
+    directory does not exist, else the CLI."""
+    message = missing_extra_message(subcommand(sys.argv[1:])) or multiproc_dir_message(os.environ)
     if message is not None:
         print(message, file=sys.stderr)
         sys.exit(MISSING_EXTRA)

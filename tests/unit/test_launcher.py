@@ -207,3 +207,18 @@ def test_the_launcher_imports_the_standard_library_alone_and_the_cli_only_inside
 
     assert third_party_imports([ROOT / "worker" / "launcher.py"]) == set()
     assert not any(str(name).startswith(("worker", "producers")) for name in top_level)
+
+
+def test_a_metrics_directory_that_does_not_exist_is_one_line_and_exit_2_and_an_existing_one_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], dispatched: list[list[str]], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "gone"))
+    assert launch(monkeypatch, ["worker"]) == 2
+    err = capsys.readouterr().err
+    gone = tmp_path / "gone"
+    assert err == f"teams-notify: error: PROMETHEUS_MULTIPROC_DIR='{gone}' is not a directory: create it, or unset it\n"
+    assert dispatched == []
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert launch(monkeypatch, ["worker"]) is None
+    assert dispatched == [["worker"]]
