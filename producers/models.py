@@ -4,53 +4,78 @@ The models accept a body exactly as Microsoft documents it (camelCase, `@odata.t
 fields so a typo never reaches Graph, and validate a little earlier than Graph would. Serialised back
 (`wire()`), a body is what the caller gave, key for key, except that a bulk body's duplicate recipients
 are removed.
+
+This module holds the endpoints and validates a body for one (`parse_body`, `parse_bulk`); the models live in
+`producers.bodies` (the four bodies), `producers.recipients` and `producers.schema` (their building blocks),
+their size limits in `producers.limits`. Every name callers use is importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
 from enum import StrEnum
-from typing import Annotated, Any, Literal, cast
-from urllib.parse import urlsplit
+from typing import Any, cast
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    StrictInt,
-    StrictStr,
-    Tag,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from producers import ids
+from producers.bodies import (
+    ChatNotification,
+    ItemBody,
+    KeyValuePair,
+    NotificationBody,
+    RecipientsNotification,
+    TeamNotification,
+    Topic,
+    UserNotification,
+)
 from producers.errors import InvalidNotification
+from producers.limits import MAX_PREVIEW_BYTES, MAX_RECIPIENTS_PER_REQUEST, MAX_URL_LENGTH, PREVIEW_SHOWN
+from producers.recipients import (
+    AadUserRecipient,
+    BulkRecipient,
+    ChannelMembersRecipient,
+    ChatMembersRecipient,
+    ChatRecipient,
+    TeamMembersRecipient,
+    TeamRecipient,
+)
+from producers.schema import ODATA_PREFIX, ChannelId, ChatId, GraphModel, HttpsUrl, TeamId, UserId
 
-#: Graph takes at most this many recipients in one sendActivityNotificationToRecipients request.
-MAX_RECIPIENTS_PER_REQUEST = 100
-
-#: The longest `topic.webUrl` and `topic.value` accepted, in characters. Graph documents no limit; field
-#: reports show it refusing a `webUrl` over 1,024 characters, so a sender near this bound should test its
-#: own links against Graph. Lower it here to refuse such links at enqueue time.
-MAX_URL_LENGTH = 2048
-
-#: `previewText.content` of this many bytes (UTF-8) or more is refused: Teams shows 150 characters, so a
-#: body this large is a mistake (a whole document pasted as the preview), not a notification.
-MAX_PREVIEW_BYTES = 64 * 1024
-
-#: Teams shows only this many characters of `previewText.content`; a longer one is sent, with a warning.
-PREVIEW_SHOWN = 150
+__all__ = [
+    "BODY_MODELS",
+    "MAX_PREVIEW_BYTES",
+    "MAX_RECIPIENTS_PER_REQUEST",
+    "MAX_URL_LENGTH",
+    "PREVIEW_SHOWN",
+    "AadUserRecipient",
+    "BulkRecipient",
+    "ChannelId",
+    "ChannelMembersRecipient",
+    "ChatId",
+    "ChatMembersRecipient",
+    "ChatNotification",
+    "ChatRecipient",
+    "Endpoint",
+    "GraphModel",
+    "HttpsUrl",
+    "ItemBody",
+    "KeyValuePair",
+    "NotificationBody",
+    "RecipientsNotification",
+    "TeamId",
+    "TeamMembersRecipient",
+    "TeamNotification",
+    "TeamRecipient",
+    "Topic",
+    "UserId",
+    "UserNotification",
+    "parse_body",
+    "parse_bulk",
+]
 
 log = logging.getLogger(__name__)
-
-_INT64 = (-(2**63), 2**63 - 1)
-_ODATA = "microsoft.graph."
 
 
 class Endpoint(StrEnum):
@@ -71,220 +96,6 @@ class Endpoint(StrEnum):
         if self is Endpoint.USER:
             return f"/users/{segment}/teamwork/sendActivityNotification"
         return f"/{self.value}s/{segment}/sendActivityNotification"
-
-
-def _https_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc:
-        raise ValueError(f"{value!r} is not an https URL")
-    return value
-
-
-def _within_url_limit(value: str) -> str:
-    if len(value) > MAX_URL_LENGTH:
-        raise ValueError(f"{len(value):,} characters, more than the {MAX_URL_LENGTH:,} allowed (MAX_URL_LENGTH)")
-    return value
-
-
-HttpsUrl = Annotated[StrictStr, AfterValidator(_within_url_limit), AfterValidator(_https_url)]
-UserId = Annotated[StrictStr, AfterValidator(ids.check_user_id)]
-TeamId = Annotated[StrictStr, AfterValidator(ids.check_team_id)]
-ChatId = Annotated[StrictStr, AfterValidator(ids.check_chat_id)]
-ChannelId = Annotated[StrictStr, AfterValidator(ids.check_channel_id)]
-
-
-class GraphModel(BaseModel):
-    """Graph's wire form: camelCase names, unknown fields refused, only what was given written back."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, validate_by_alias=True, validate_by_name=False, extra="forbid", frozen=True
-    )
-
-    def wire(self) -> dict[str, Any]:
-        """The JSON-ready dict Graph receives."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
-
-
-def _odata(name: str, **kwargs: Any) -> Any:
-    """An `@odata.type` field of the given Graph type, with or without OData's leading `#`."""
-    full = _ODATA + name
-    return Field(alias="@odata.type", pattern=rf"^#?{full.replace('.', '[.]')}$", **kwargs)
-
-
-class Topic(GraphModel):
-    """teamworkActivityTopic: what the feed item links to."""
-
-    source: Literal["entityUrl", "text"]
-    value: Annotated[StrictStr, Field(min_length=1), AfterValidator(_within_url_limit)]
-    web_url: HttpsUrl | None = Field(default=None, validate_default=True)
-
-    @field_validator("value")
-    @classmethod
-    def _entity_url(cls, value: str, info: ValidationInfo) -> str:
-        """An `entityUrl` topic's value is the https URL of a Graph resource."""
-        return _https_url(value) if info.data.get("source") == "entityUrl" else value
-
-    @field_validator("web_url")
-    @classmethod
-    def _web_url_for_text(cls, web_url: str | None, info: ValidationInfo) -> str | None:
-        """A `text` topic has no resource to open, so it needs a webUrl."""
-        if web_url is None and info.data.get("source") == "text":
-            raise ValueError("webUrl is required when topic.source is 'text'")
-        return web_url
-
-
-class ItemBody(GraphModel):
-    """itemBody: the preview text (Teams shows its first 150 characters)."""
-
-    content: StrictStr
-    content_type: Literal["text", "html"] | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _bounded(cls, content: str) -> str:
-        size = len(content.encode("utf-8"))
-        if size >= MAX_PREVIEW_BYTES:
-            raise ValueError(
-                f"{size:,} bytes: {MAX_PREVIEW_BYTES // 1024} KB or more is refused "
-                f"(Teams shows the first {PREVIEW_SHOWN} characters)"
-            )
-        return content
-
-
-class KeyValuePair(GraphModel):
-    """keyValuePair: one template parameter of the activity type."""
-
-    odata_type: StrictStr = _odata("keyValuePair", default=_ODATA + "keyValuePair")
-    name: StrictStr | None = None
-    value: StrictStr | None = None
-
-    @model_validator(mode="after")
-    def _name_with_value(self) -> KeyValuePair:
-        if (self.name is None) != (self.value is None):
-            raise ValueError("a template parameter needs both a name and a value")
-        return self
-
-
-class AadUserRecipient(GraphModel):
-    """aadUserNotificationRecipient: one user, by object id or UPN."""
-
-    odata_type: StrictStr = _odata("aadUserNotificationRecipient")
-    user_id: UserId
-
-
-class ChatMembersRecipient(GraphModel):
-    """chatMembersNotificationRecipient: every member of the chat in the URL."""
-
-    odata_type: StrictStr = _odata("chatMembersNotificationRecipient")
-    chat_id: ChatId
-
-
-class TeamMembersRecipient(GraphModel):
-    """teamMembersNotificationRecipient: every member of the team in the URL."""
-
-    odata_type: StrictStr = _odata("teamMembersNotificationRecipient")
-    team_id: TeamId
-
-
-class ChannelMembersRecipient(GraphModel):
-    """channelMembersNotificationRecipient: every member of one channel of the team in the URL."""
-
-    odata_type: StrictStr = _odata("channelMembersNotificationRecipient")
-    team_id: TeamId
-    channel_id: ChannelId
-
-
-def _recipient_kind(value: Any) -> str | None:
-    odata = value.get("@odata.type") if isinstance(value, dict) else getattr(value, "odata_type", None)
-    if not isinstance(odata, str):
-        return None
-    return odata.removeprefix("#").removeprefix(_ODATA)
-
-
-_WRONG_KIND = "recipient_kind"
-
-
-def _one_of(*kinds: str) -> Discriminator:
-    return Discriminator(
-        _recipient_kind,
-        custom_error_type=_WRONG_KIND,
-        custom_error_message="@odata.type must be one of " + ", ".join(_ODATA + k for k in kinds),
-    )
-
-
-ChatRecipient = Annotated[
-    Annotated[AadUserRecipient, Tag("aadUserNotificationRecipient")]
-    | Annotated[ChatMembersRecipient, Tag("chatMembersNotificationRecipient")],
-    _one_of("aadUserNotificationRecipient", "chatMembersNotificationRecipient"),
-]
-TeamRecipient = Annotated[
-    Annotated[AadUserRecipient, Tag("aadUserNotificationRecipient")]
-    | Annotated[TeamMembersRecipient, Tag("teamMembersNotificationRecipient")]
-    | Annotated[ChannelMembersRecipient, Tag("channelMembersNotificationRecipient")],
-    _one_of(
-        "aadUserNotificationRecipient",
-        "teamMembersNotificationRecipient",
-        "channelMembersNotificationRecipient",
-    ),
-]
-BulkRecipient = Annotated[
-    Annotated[AadUserRecipient, Tag("aadUserNotificationRecipient")],
-    _one_of("aadUserNotificationRecipient"),
-]
-
-
-class NotificationBody(GraphModel):
-    """What every sendActivityNotification body carries."""
-
-    topic: Topic
-    activity_type: Annotated[StrictStr, Field(min_length=1)]
-    preview_text: ItemBody
-    template_parameters: list[KeyValuePair] | None = None
-    chain_id: Annotated[StrictInt, Field(ge=_INT64[0], le=_INT64[1])] | None = None
-    teams_app_id: Annotated[StrictStr, Field(min_length=1)] | None = None
-    icon_id: Annotated[StrictStr, Field(min_length=1)] | None = None
-
-    def notes(self) -> list[str]:
-        """What Graph accepts but Teams will not show in full: worth a warning, and a note on the job."""
-        shown = len(self.preview_text.content)
-        if shown > PREVIEW_SHOWN:
-            return [f"previewText.content: {shown} characters; Teams shows only the first {PREVIEW_SHOWN}"]
-        return []
-
-
-class UserNotification(NotificationBody):
-    """POST /users/{id}/teamwork/sendActivityNotification: the user is in the URL, not the body."""
-
-
-class ChatNotification(NotificationBody):
-    """POST /chats/{id}/sendActivityNotification."""
-
-    recipient: ChatRecipient
-
-
-class TeamNotification(NotificationBody):
-    """POST /teams/{id}/sendActivityNotification."""
-
-    recipient: TeamRecipient
-
-
-class RecipientsNotification(NotificationBody):
-    """POST /teamwork/sendActivityNotificationToRecipients, any number of users (sent 100 at a time)."""
-
-    recipients: Annotated[list[BulkRecipient], Field(min_length=1)]
-
-    @field_validator("recipients")
-    @classmethod
-    def _without_duplicates(cls, recipients: list[AadUserRecipient]) -> list[AadUserRecipient]:
-        """A user named twice (ids are case-insensitive) is notified once."""
-        seen: set[str] = set()
-        unique = []
-        for recipient in recipients:
-            key = recipient.user_id.lower()
-            if key not in seen:
-                seen.add(key)
-                unique.append(recipient)
-        return unique
 
 
 BODY_MODELS: dict[Endpoint, type[NotificationBody]] = {
@@ -338,7 +149,9 @@ def parse_body(endpoint: Endpoint, body: object, target: str | None = None) -> N
 
 
 #: The two spellings of a bulk recipient's type that Graph takes.
-_AAD_USER_TYPES = frozenset({_ODATA + "aadUserNotificationRecipient", "#" + _ODATA + "aadUserNotificationRecipient"})
+_AAD_USER_TYPES = frozenset(
+    {ODATA_PREFIX + "aadUserNotificationRecipient", "#" + ODATA_PREFIX + "aadUserNotificationRecipient"}
+)
 
 
 def parse_bulk(body: object) -> tuple[RecipientsNotification, list[dict[str, Any]], bool]:

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from producers import Notifier, keys
+from tests.unit.delivery_world import World, world_of
 from tests.unit.notification_examples import TENANT, bulk_body
-from tests.unit.test_delivery import World, world_of
 from tests.unit.test_scheduler import limiter
 from worker.delivery import Sent, Skipped
 from worker.fleet import Fleet
