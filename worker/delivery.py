@@ -127,7 +127,8 @@ class Delivery:
         the scheduler handed out with pacing off, or one paced request with its slot `at`.
 
         All are claimed first, in one step, so none goes back to its lane while those before it are sent;
-        the heartbeat keeps every lease. If a send raises, its request and those not yet sent go back.
+        the heartbeat keeps every lease. Before each send after the first, a pause or a cancel of its job
+        sends the rest back to their lane unsent, as does an exception for the request that raised.
         """
         token = uuid.uuid4().hex
         claims = self._lanes.claim_many(lane, requests, token)
@@ -144,6 +145,11 @@ class Delivery:
                 self._heartbeat.hold(lane, lease.ref, token)
         for n, (i, lease, attempts) in enumerate(held):
             job_id, index = requests[i]
+            if n and self._lanes.stopped(job_id):  # paused or cancelled since the bundle was claimed
+                self._hand_back([lease for _, lease, _ in held[n:]])
+                for j, _, _ in held[n:]:
+                    results[j] = Skipped("paused or cancelled")
+                break
             try:
                 results[i] = self._claimed(job_id, index, lease, attempts)
             except Exception as exc:

@@ -222,6 +222,15 @@ class LaneStore:
         """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""
         self._redis.zadd(keys.lane(lane), {ref: until}, xx=True)
 
+    def stopped(self, job_id: str) -> bool:
+        """True when the fleet is paused or the job cancelled, in one round trip: a bundle's claimed request
+        not sent yet then goes back to its lane (where a claim cancels it, or the pause keeps it)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.exists(keys.paused())
+        pipe.hget(keys.job(job_id), "cancelled")
+        paused, cancelled = pipe.execute()
+        return bool(paused) or cancelled == "1"
+
     def abandon(self, lane: str, ref: str) -> None:
         """Lets go of a request in flight whose job is gone (nothing left to send)."""
         pipe = self._redis.pipeline()

@@ -202,3 +202,59 @@ def test_the_fleets_slots_bound_how_many_requests_are_out_at_once(store: redis.R
     Fleet(store).announce("worker-b", 1)
     scheduler.step()
     assert sum(len(refs) for _, refs in bundles) == 3 * BUNDLE_MAX
+
+
+def test_a_pause_during_a_bundle_sends_the_rest_back_unsent_and_resume_sends_them(
+    world_of: Callable[..., World],
+) -> None:
+    world: World
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        world.store.set(keys.paused(), "1")  # an operator pauses while the first request is at Graph
+        return httpx.Response(202)
+
+    world = world_of(answer)
+    job_id = world.notifier.notify_recipients(bulk_body(400))
+    lane, requests = hand_all(world, job_id, 4)
+
+    results = world.delivery.deliver_many(lane, requests)
+
+    assert isinstance(results[0], Sent)
+    assert results[1:] == [Skipped("paused or cancelled")] * 3
+    assert len(world.graph.requests) == 1  # nothing more reached Graph once paused
+    assert all(world.where(job_id, index) == {"lane"} for index in (1, 2, 3))
+    assert [world.jobs.attempts(job_id, index) for index in (1, 2, 3)] == [0, 0, 0]
+
+    world.store.delete(keys.paused())
+    world.graph.answers = [httpx.Response(202)]
+    refs = [keys.request_ref(job_id, index) for index in (1, 2, 3)]
+    assert world.lanes.hand_many(lane, refs) == refs
+    assert all(isinstance(result, Sent) for result in world.delivery.deliver_many(lane, requests[1:]))
+    assert len(world.graph.requests) == 4
+    assert world.notifier.status(job_id)["state"] == "completed"
+
+
+def test_a_cancel_during_a_bundle_stops_the_rest_from_reaching_graph(world_of: Callable[..., World]) -> None:
+    world: World
+    job_ids: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        world.notifier.cancel(job_ids[0])  # cancelled while its first request is at Graph
+        return httpx.Response(202)
+
+    world = world_of(answer)
+    job_ids.append(world.notifier.notify_recipients(bulk_body(400)))
+    lane, requests = hand_all(world, job_ids[0], 4)
+
+    results = world.delivery.deliver_many(lane, requests)
+
+    assert isinstance(results[0], Sent)  # it was at Graph already
+    assert results[1:] == [Skipped("paused or cancelled")] * 3
+    assert len(world.graph.requests) == 1
+    refs = [keys.request_ref(job_ids[0], index) for index in (1, 2, 3)]
+    assert world.lanes.hand_many(lane, refs) == refs  # the scheduler hands them out again ...
+    assert world.delivery.deliver_many(lane, requests[1:]) == [Skipped("cancelled")] * 3  # ... and claims cancel them
+    status = world.notifier.status(job_ids[0])
+    assert status["state"] == "cancelled"
+    assert (status["requests"]["sent"], status["requests"]["cancelled"]) == (1, 3)
+    assert len(world.graph.requests) == 1
