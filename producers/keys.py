@@ -163,6 +163,12 @@ def fleet() -> str:
     return f"{PREFIX}:fleet"
 
 
+def make_room() -> str:
+    """Set by the scheduler's leader while a single send waits for a slot that bulk bundles hold: how many
+    bundles should stop early (`worker.bundles`)."""
+    return f"{PREFIX}:make-room"
+
+
 def replication_probe() -> str:
     """What a producer writes just before `WAIT`, on the connection that waits (`connection.confirm_replicated`)."""
     return f"{PREFIX}:replication-probe"

@@ -127,8 +127,9 @@ class Delivery:
         the scheduler handed out with pacing off, or one paced request with its slot `at`.
 
         All are claimed first, in one step, so none goes back to its lane while those before it are sent;
-        the heartbeat keeps every lease. Before each send after the first, a pause or a cancel of its job
-        sends the rest back to their lane unsent, as does an exception for the request that raised.
+        the heartbeat keeps every lease. Before each send after the first, a pause or a cancel of its job, or
+        the leader wanting a slot for a single send (`worker.bundles`), sends the rest back to their lane
+        unsent, as does an exception for the request that raised.
         """
         token = uuid.uuid4().hex
         claims = self._lanes.claim_many(lane, requests, token)
@@ -145,10 +146,15 @@ class Delivery:
                 self._heartbeat.hold(lane, lease.ref, token)
         for n, (i, lease, attempts) in enumerate(held):
             job_id, index = requests[i]
-            if n and self._lanes.stopped(job_id):  # paused or cancelled since the bundle was claimed
+            try:
+                stop = self._lanes.bundles.stop_reason(job_id) if n else None  # paused, cancelled, room wanted
+            except Exception:
+                self._hand_back([lease for _, lease, _ in held[n:]])  # Redis away: their leases run out
+                raise
+            if stop:
                 self._hand_back([lease for _, lease, _ in held[n:]])
                 for j, _, _ in held[n:]:
-                    results[j] = Skipped("paused or cancelled")
+                    results[j] = Skipped(stop)
                 break
             try:
                 results[i] = self._claimed(job_id, index, lease, attempts)

@@ -27,6 +27,7 @@ import redis
 
 from producers import keys
 from worker import lanescripts
+from worker.bundles import Bundles
 from worker.ratelimit import Limit, Permit, intervals, permit
 
 #: Seconds a worker's lease on a request lasts; its heartbeat renews it every `RENEW_EVERY` while it sends.
@@ -132,6 +133,7 @@ class LaneStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self.bundles = Bundles(client)
         self._claim = client.register_script(lanescripts.CLAIM)
         self._renew = client.register_script(lanescripts.RENEW)
         self._defer = client.register_script(lanescripts.DEFER)
@@ -221,15 +223,6 @@ class LaneStore:
     def delay(self, lane: str, ref: str, until: float) -> None:
         """Keeps a waiting request in its lane until `until` (epoch s), letting the next one go first."""
         self._redis.zadd(keys.lane(lane), {ref: until}, xx=True)
-
-    def stopped(self, job_id: str) -> bool:
-        """True when the fleet is paused or the job cancelled, in one round trip: a bundle's claimed request
-        not sent yet then goes back to its lane (where a claim cancels it, or the pause keeps it)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.exists(keys.paused())
-        pipe.hget(keys.job(job_id), "cancelled")
-        paused, cancelled = pipe.execute()
-        return bool(paused) or cancelled == "1"
 
     def abandon(self, lane: str, ref: str) -> None:
         """Lets go of a request in flight whose job is gone (nothing left to send)."""

@@ -10,7 +10,8 @@ renewed on every step) pumps, and any other takes over within `LEADER_TTL` secon
    and is published to the Celery queue. A lane whose tenant or app limit is spent waits for its next
    permit; a request held back by its own user's or team's limit steps aside for the next in its lane.
    With pacing off there is no permit to take: a lane's ready requests go out in bundles (what is ready
-   spread over the fleet's slots, at most `BUNDLE_MAX` a message), which one task sends one after another;
+   spread over the fleet's slots, at most `BUNDLE_MAX` a message), which one task sends one after another
+   (a single send left waiting because bundles hold every slot makes one of them stop early: `worker.bundles`);
 4. sleeps until the earliest permit, delayed request or hold comes due (at most `MAX_IDLE`).
 
 Single sends have their own lanes and limits, so they never wait behind bulk work; tenants share the
@@ -90,6 +91,7 @@ class Scheduler(threading.Thread):
         self._publish = publish
         self._publish_many = publish_many if limiter is None else None
         self._bundle = 1
+        self._room_asked = False
         self._call_back = call_back
         self._fleet = Fleet(client)
         self._node = node
@@ -175,13 +177,15 @@ class Scheduler(threading.Thread):
         return max(MIN_IDLE, min(waits))
 
     def _hand_out(self, states: list[LaneState], free: int) -> float:
-        """Round-robin over the ready lanes, one request per lane per turn; returns the next permit's wait."""
+        """Round-robin over the ready lanes, one request per lane per turn, single sends' lanes first in each
+        turn; returns the next permit's wait."""
         queues = {s.lane: [ref for ref, at in s.heads if at <= s.now] for s in states if s.ready}
+        by_lane = {s.lane: s for s in states}
         order = sorted(queues)
         if order:
             self._turn = (self._turn + 1) % len(order)
             order = order[self._turn :] + order[: self._turn]
-        by_lane = {s.lane: s for s in states}
+            order.sort(key=lambda lane: by_lane[lane].bulk)  # stable: the rotation stays within each class
         next_wait = MAX_IDLE
         while free > 0 and order:
             for lane in list(order):
@@ -197,7 +201,21 @@ class Scheduler(threading.Thread):
                     next_wait = MIN_IDLE  # more are ready than were read: step again at once
         if free <= 0 and any(queues.values()):
             next_wait = min(next_wait, SLOT_POLL)  # every slot is busy: look again as soon as one may be free
+        self._make_room(states, sum(len(refs) for lane, refs in queues.items() if not by_lane[lane].bulk))
         return next_wait
+
+    def _make_room(self, states: list[LaneState], unhanded: int) -> None:
+        """Pacing off: while single sends wait (left in their lane as every slot was busy, or handed out
+        but not yet taken by a worker), asks running bulk bundles to stop early and free a slot for each,
+        and for each bulk bundle queued ahead of them; withdraws the request once none waits."""
+        if self._publish_many is None:
+            return
+        waiting = unhanded + sum(s.handed for s in states if not s.bulk)
+        if not waiting and not self._room_asked:
+            return
+        queued_bulk = sum(s.handed for s in states if s.bulk)
+        self._lanes.bundles.make_room(waiting + -(-queued_bulk // self._bundle) if waiting else 0)
+        self._room_asked = waiting > 0
 
     def _bundle_size(self, states: list[LaneState], slots: int) -> int:
         """Requests a message carries: 1 when paced; else enough to spread what is ready over every slot,

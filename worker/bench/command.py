@@ -28,7 +28,7 @@ def bench(
         typer.Option(
             "--scenario",
             metavar="NAME",
-            help="instead of the throughput run: raw, tenant1, tenants2, tenants10, singles, kill-worker, "
+            help="instead of the throughput run: raw, tenant1, tenants2, tenants10, singles, singles-raw, kill-worker, "
             "restart-redis, enqueue or all (repeatable, or a comma list); each sets up its own fleet",
         ),
     ] = None,

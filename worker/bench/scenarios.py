@@ -18,7 +18,7 @@ from typing import Any
 from worker.bench.disruption import disruption_scenario
 from worker.bench.enqueue import enqueue
 from worker.bench.outcome import Run, Say
-from worker.bench.paced import singles, tenant_scenario
+from worker.bench.paced import singles_scenario, tenant_scenario
 from worker.bench.raw import raw
 
 #: Every scenario, in the order `all` runs them.
@@ -27,7 +27,8 @@ SCENARIOS: dict[str, Run] = {
     "tenant1": tenant_scenario(1, recipients=12_000),
     "tenants2": tenant_scenario(2),
     "tenants10": tenant_scenario(10),
-    "singles": singles,
+    "singles": singles_scenario(),
+    "singles-raw": singles_scenario("off", latency_ms=300, bulk_recipients=20_000),
     "kill-worker": disruption_scenario("kill-worker"),
     "restart-redis": disruption_scenario("restart-redis"),
     "enqueue": enqueue,
