@@ -104,7 +104,7 @@ def connect(url: str, variable: str = "TEAMS_NOTIFY_REDIS_URL", *, wait: Replica
     if is_sentinel(url):
         target = SentinelURL.parse(url, variable)
         sentinel = target.sentinel()
-        client: StoreClient = sentinel.master_for(  # type: ignore[no-untyped-call]  # untyped in redis-py
+        client: StoreClient = sentinel.master_for(  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8.2
             target.master_name,
             redis_class=StoreClient,
             connection_pool_class=WatchedSentinelPool,

@@ -79,13 +79,13 @@ class SentinelURL:
         }
         if self.sentinel_password:
             sentinel_kwargs["password"] = self.sentinel_password
-        return Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        return Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8.2
 
     def master_address(self) -> tuple[str, int]:
         """Where the master is now, as the Sentinels say (MasterNotFoundError, a ConnectionError, if none knows)."""
         sentinel = self.sentinel()
         try:
-            host, port = sentinel.discover_master(self.master_name)  # type: ignore[no-untyped-call]  # untyped in redis-py
+            host, port = sentinel.discover_master(self.master_name)  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8.2
             return str(host), int(port)
         finally:
             sentinel.close()
