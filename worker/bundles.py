@@ -2,7 +2,8 @@
 
 With pacing off the leader hands a lane's ready requests out several to a message (a bundle), which one task
 sends one after another, holding its worker slot meanwhile. Before each send after the first, the task asks
-Redis, in one round trip, whether it should stop and give the rest back to their lane:
+Redis whether it should stop and give the rest back to their lane, in the same round trip that reads the
+request's body (`queue_check`, then `reason` over the replies):
 
 - the fleet was paused, or the request's job cancelled (the pause keeps them; a claim cancels them);
 - the leader is making room: a single send is ready and every slot is busy with bulk bundles. The leader sets
@@ -15,6 +16,9 @@ Redis, in one round trip, whether it should stop and give the rest back to their
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import redis
 
 from producers import keys
@@ -24,6 +28,8 @@ ROOM_SECONDS = 0.25
 #: Why a bundle stopped early.
 STOPPED = "paused or cancelled"
 MAKING_ROOM = "making room for a single send"
+#: Replies `queue_check` adds to a pipeline.
+CHECKS = 3
 
 
 class Bundles:
@@ -36,10 +42,19 @@ class Bundles:
         """Why a bundle should stop before its next request of job `job_id`, if it should: the fleet paused
         or the job cancelled, or a slot wanted for a single send (which this call then takes on)."""
         pipe = self._redis.pipeline(transaction=False)
+        self.queue_check(pipe, job_id)
+        return self.reason(pipe.execute())
+
+    @staticmethod
+    def queue_check(pipe: redis.client.Pipeline, job_id: str) -> None:
+        """Adds the `CHECKS` reads of `stop_reason` to a pipeline (the caller's, for one round trip)."""
         pipe.exists(keys.paused())
         pipe.hget(keys.job(job_id), "cancelled")
         pipe.get(keys.make_room())
-        paused, cancelled, room = pipe.execute()
+
+    def reason(self, replies: Sequence[Any]) -> str | None:
+        """`stop_reason` from the replies to `queue_check`; taking a request for room up is one more call."""
+        paused, cancelled, room = replies
         if paused or cancelled == "1":
             return STOPPED
         if room and int(room) > 0 and int(self._redis.decr(keys.make_room())) >= 0:

@@ -22,12 +22,13 @@ import redis
 from producers import keys
 from worker import deadletters, observe
 from worker.auth import TokenProvider
+from worker.bundles import CHECKS
 from worker.errors import AuthError, GraphError, Throttled, TokenTooShortLived, TransientGraphError, Unauthorized
 from worker.graph import GraphClient, GraphResult
 from worker.heartbeat import Heartbeat
 from worker.jobs import JOB_ENDED, Job, JobStore, Request
 from worker.lanes import LOOKAHEAD, RENEW_EVERY, SEND_ALLOWANCE, LaneStore, split_ref
-from worker.results import DeadLettered, Deferred, Result, Sent, Skipped, retry_cause
+from worker.results import DeadLettered, Deferred, Result, Sent, Skipped, log_call, retry_cause
 from worker.retrying import MAX_ATTEMPTS, backoff, persistently, retry_after_of
 
 __all__ = ["DeadLettered", "Deferred", "Delivery", "Lease", "Result", "Sent", "Skipped", "retry_cause"]
@@ -61,34 +62,6 @@ def _count_job_end(job: Job, ended: int) -> None:
     """`finish` answered 2: this request was its job's last."""
     if ended == JOB_ENDED:
         observe.job_ended(job.endpoint, job.created_at)
-
-
-def _log_call(request: Request, tenant: str, attempt: int, seconds: float, outcome: GraphResult | GraphError) -> None:
-    """One line for each Graph call, accepted or not, with its ids as fields when logs are JSON."""
-    sent = isinstance(outcome, GraphResult)
-    fields = {
-        "job_id": request.job.job_id,
-        "request_index": request.index,
-        "tenant": tenant,
-        "endpoint": request.job.endpoint,
-        "status": outcome.status,
-        "request_id": outcome.request_id,
-        "client_request_id": outcome.client_request_id,
-        "attempt": attempt,
-        "duration_ms": round(seconds * 1000, 1),
-    }
-    log.info(
-        "request %s/%s %s: HTTP %s, request-id %s, client-request-id %s, attempt %d, %.0f ms",
-        request.job.job_id,
-        request.index,
-        "sent" if sent else "refused by Graph" if outcome.status is not None else "not answered",
-        outcome.status if outcome.status is not None else "-",
-        outcome.request_id,
-        outcome.client_request_id,
-        attempt,
-        seconds * 1000,
-        extra=fields,
-    )
 
 
 class Delivery:
@@ -147,7 +120,7 @@ class Delivery:
         for n, (i, lease, attempts) in enumerate(held):
             job_id, index = requests[i]
             try:
-                stop = self._lanes.bundles.stop_reason(job_id) if n else None  # paused, cancelled, room wanted
+                stop, request = self._read(job_id, index, check=n > 0)  # paused, cancelled, room wanted
             except Exception:
                 self._hand_back([lease for _, lease, _ in held[n:]])  # Redis away: their leases run out
                 raise
@@ -157,7 +130,7 @@ class Delivery:
                     results[j] = Skipped(stop)
                 break
             try:
-                results[i] = self._claimed(job_id, index, lease, attempts)
+                results[i] = self._claimed(request, lease, attempts)
             except Exception as exc:
                 self._give_back(lease, attempts, exc)
                 self._hand_back([lease for _, lease, _ in held[n + 1 :]])
@@ -179,9 +152,21 @@ class Delivery:
             except redis.RedisError:
                 log.warning("request %s: Redis unreachable; it returns when its lease runs out", lease.ref)
 
-    def _claimed(self, job_id: str, index: int, lease: Lease, attempts: int) -> Result:
+    def _read(self, job_id: str, index: int, check: bool) -> tuple[str | None, Request | None]:
+        """The request (None: no such job or request) and, when `check`, why the bundle should stop before
+        it (`worker.bundles`): one round trip for both."""
         job = self._jobs.load(job_id)
-        request = self._jobs.request(job, index) if job is not None else None
+        pipe = self._jobs.pipeline()
+        if check:
+            self._lanes.bundles.queue_check(pipe, job_id)
+        if job is not None:
+            self._jobs.queue_request(pipe, job, index)
+        replies = pipe.execute() if len(pipe) else []
+        stop = self._lanes.bundles.reason(replies[:CHECKS]) if check else None
+        request = self._jobs.read_request(job, index, replies[CHECKS if check else 0 :]) if job is not None else None
+        return stop, request
+
+    def _claimed(self, request: Request | None, lease: Lease, attempts: int) -> Result:
         if request is None:
             self._lanes.abandon(lease.lane, lease.ref)
             return Skipped("no such job or request")
@@ -207,7 +192,7 @@ class Delivery:
             took = time.perf_counter() - started
         except (GraphError, AuthError) as exc:
             if isinstance(exc, GraphError) and started is not None:
-                _log_call(request, tenant, attempts, time.perf_counter() - started, exc)
+                log_call(request, tenant, attempts, time.perf_counter() - started, exc)
             return self._failed(request, lease, attempts, exc)
         ended = persistently()(self._jobs.finish, request, "sent", request_id=result.request_id)
         if ended:
@@ -215,7 +200,7 @@ class Delivery:
             observe.REQUESTS.labels(request.job.endpoint, "sent").inc()
             observe.TENANT_REQUESTS.labels(observe.tenant_label(tenant), "sent").inc()
             observe.RECIPIENTS_SENT.inc(request.recipients)
-        _log_call(request, tenant, attempts, took, result)
+        log_call(request, tenant, attempts, took, result)
         return Sent(result)
 
     def _too_late(self, lease: Lease, attempts: int) -> bool:

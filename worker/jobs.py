@@ -147,15 +147,30 @@ class JobStore:
                 self._cache.popitem(last=False)
         return job
 
+    def pipeline(self) -> redis.client.Pipeline:
+        """A pipeline on the store, to read a request with other things in one round trip."""
+        return self._redis.pipeline(transaction=False)
+
     def request(self, job: Job, index: int) -> Request | None:
         """The body of one request of the job (a bulk job's slice of recipients), None if out of range."""
+        pipe = self.pipeline()
+        self.queue_request(pipe, job, index)
+        return self.read_request(job, index, pipe.execute() if len(pipe) else [])
+
+    @staticmethod
+    def queue_request(pipe: redis.client.Pipeline, job: Job, index: int) -> None:
+        """Adds the reads of `request` to a pipeline: its overrides and, for a bulk job, its recipients."""
+        if 0 <= index < job.requests_total:
+            pipe.hget(keys.job_overrides(job.job_id), str(index))
+            if job.bulk:
+                pipe.hget(keys.job_chunks(job.job_id), str(index))
+
+    @staticmethod
+    def read_request(job: Job, index: int, replies: list[Any]) -> Request | None:
+        """`request` from the replies to `queue_request`."""
         if not 0 <= index < job.requests_total:
             return None
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hget(keys.job_overrides(job.job_id), str(index))
-        if job.bulk:
-            pipe.hget(keys.job_chunks(job.job_id), str(index))
-        override, *chunks_read = cast(list[str | None], pipe.execute())
+        override, *chunks_read = cast(list[str | None], replies)
         body = {**job.body, **json.loads(override)} if override else job.body
         if not job.bulk:
             return Request(job, index, body, 0)

@@ -5,7 +5,8 @@ jobs on a private Redis; Graph behind MockTransport."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import httpx
 import pytest
@@ -119,7 +120,7 @@ def test_a_single_send_behind_busy_bundles_gets_room_and_is_handed_out_first(
 class VanishingBundles(Bundles):
     """Redis goes away between a bundle's sends, just as it asks whether to go on."""
 
-    def stop_reason(self, job_id: str) -> str | None:
+    def reason(self, replies: Sequence[Any]) -> str | None:
         raise redis.ConnectionError("Error 111 connecting to redis: Connection refused")
 
 
@@ -143,3 +144,31 @@ def test_redis_vanishing_between_a_bundles_sends_leaves_no_lease_held_and_loses_
     assert world.lanes.hand_many(lane, refs) == refs
     assert all(isinstance(result, Sent) for result in world.delivery.deliver_many(lane, requests[1:]))
     assert len(sent_users(world)) == len(set(sent_users(world))) == 300
+
+
+def test_a_bundles_later_requests_read_their_body_and_whether_to_stop_in_one_round_trip(
+    world_of: Callable[..., World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = world_of(httpx.Response(202))
+    job_id = world.notifier.notify_recipients(bulk_body(400))
+    lane, requests = hand_all(world, job_id, 4)
+    trips: list[str] = []
+    command, execute = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def counted_command(client: redis.Redis, *args: Any, **options: Any) -> Any:
+        trips.append(str(args[0]))
+        return command(client, *args, **options)
+
+    def counted_execute(pipe: redis.client.Pipeline, raise_on_error: bool = True) -> list[Any]:
+        trips.append("pipeline")
+        return execute(pipe, raise_on_error)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counted_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted_execute)
+    results = world.delivery.deliver_many(lane, requests)
+
+    assert all(isinstance(result, Sent) for result in results)
+    assert len(sent_users(world)) == len(set(sent_users(world))) == 400
+    # the claim of all four, then each request: its reads (body, and for all but the first whether to
+    # stop) in one pipeline, and its end in one script
+    assert trips == ["EVALSHA"] + ["pipeline", "EVALSHA"] * 4
