@@ -9,9 +9,11 @@ request's body (`queue_check`, then `reason` over the replies):
 - the leader is making room: a single send is ready and every slot is busy with bulk bundles. The leader sets
   `keys.make_room()` to how many slots it wants freed, each bundle that takes one decrements it, and the
   single send, handed out before any bulk lane, gets the slot freed. The request lasts `ROOM_SECONDS`
-  and is not renewed while it stands (so bundles stopping meanwhile are not counted twice). So a single send
-  waits for at most one bulk request in progress, however slow Graph is, and bulk work pays nothing when
-  no single send waits.
+  and is not renewed while it stands (so bundles stopping meanwhile are not counted twice). A bundle takes a
+  slot up with `_TAKE_ROOM`, atomically: a plain DECR after the request expired would create the key anew,
+  negative and with no expiry, and the leader's next request (`SET NX`) could not replace it. So a single send
+  waits for a bulk request in progress (and for the first request of a bulk bundle queued ahead of it, which
+  a task sends before it checks), however slow Graph is, and bulk work pays nothing when no single send waits.
 """
 
 from __future__ import annotations
@@ -31,12 +33,24 @@ MAKING_ROOM = "making room for a single send"
 #: Replies `queue_check` adds to a pipeline.
 CHECKS = 3
 
+#: KEYS: the make-room key. Takes one slot of the standing request for room: 1 if there was one to take, else
+#: 0. It never creates the key, so the request's expiry always stands.
+_TAKE_ROOM = """
+local wanted = tonumber(redis.call('GET', KEYS[1]) or '0')
+if wanted > 0 then
+  redis.call('DECR', KEYS[1])
+  return 1
+end
+return 0
+"""
+
 
 class Bundles:
     """The signals between the scheduler's leader and the tasks sending bundles, in Redis."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._take_room = client.register_script(_TAKE_ROOM)
 
     def stop_reason(self, job_id: str) -> str | None:
         """Why a bundle should stop before its next request of job `job_id`, if it should: the fleet paused
@@ -57,7 +71,7 @@ class Bundles:
         paused, cancelled, room = replies
         if paused or cancelled == "1":
             return STOPPED
-        if room and int(room) > 0 and int(self._redis.decr(keys.make_room())) >= 0:
+        if room and int(room) > 0 and self._take_room(keys=[keys.make_room()]) == 1:
             return MAKING_ROOM
         return None
 

@@ -83,6 +83,24 @@ def test_two_bundles_racing_for_one_slot_of_room_stop_one_of_them(world_of: Call
     assert len(sent_users(world)) == len(set(sent_users(world))) == 700  # nothing twice
 
 
+def test_a_request_for_room_that_expires_as_a_bundle_takes_it_up_leaves_nothing_that_blocks_the_next(
+    store: redis.Redis,
+) -> None:
+    bundles = LaneStore(store).bundles
+    bundles.make_room(1)
+    replies = [0, None, "1"]  # a bundle read "1 slot wanted" ...
+    store.delete(keys.make_room())  # ... and the request expired before it took the slot up
+
+    assert bundles.reason(replies) is None  # nothing to take up: the bundle goes on
+    assert not store.exists(keys.make_room())  # and no key is left behind without an expiry ...
+    bundles.make_room(2)
+    assert bundles.room_wanted() == 2  # ... so the leader's next request stands at once
+    assert 0 < store.pttl(keys.make_room()) <= 250
+    assert bundles.reason(replies) == MAKING_ROOM  # and is taken up, one slot at a time, expiry kept
+    assert bundles.room_wanted() == 1
+    assert 0 < store.pttl(keys.make_room()) <= 250
+
+
 def test_a_single_send_behind_busy_bundles_gets_room_and_is_handed_out_first(
     store: redis.Redis, notifier: Notifier
 ) -> None:
