@@ -1,19 +1,20 @@
 """What a bundle checks between its sends, and how the leader makes room for a single send.
 
 With pacing off the leader hands a lane's ready requests out several to a message (a bundle), which one task
-sends one after another, holding its worker slot meanwhile. Before each send after the first, the task asks
-Redis whether it should stop and give the rest back to their lane, in the same round trip that reads the
-request's body (`queue_check`, then `reason` over the replies):
+sends one after another, holding its worker slot meanwhile. Before each send, the first included, the task
+asks Redis whether it should stop and give the rest back to their lane, in the same round trip that reads
+the request's body (`queue_check`, then `reason` over the replies):
 
 - the fleet was paused, or the request's job cancelled (the pause keeps them; a claim cancels them);
-- the leader is making room: a single send is ready and every slot is busy with bulk bundles. The leader sets
+- (bulk bundles only) the leader is making room: a single send is ready and every slot is busy with bulk
+  bundles, or one waits behind bulk bundles queued in the broker. The leader sets
   `keys.make_room()` to how many slots it wants freed, each bundle that takes one decrements it, and the
   single send, handed out before any bulk lane, gets the slot freed. The request lasts `ROOM_SECONDS`
   and is not renewed while it stands (so bundles stopping meanwhile are not counted twice). A bundle takes a
   slot up with `_TAKE_ROOM`, atomically: a plain DECR after the request expired would create the key anew,
   negative and with no expiry, and the leader's next request (`SET NX`) could not replace it. So a single send
-  waits for a bulk request in progress (and for the first request of a bulk bundle queued ahead of it, which
-  a task sends before it checks), however slow Graph is, and bulk work pays nothing when no single send waits.
+  waits for at most one bulk request in progress, however slow Graph is (a bulk bundle queued ahead of it
+  gives its slot up before its first send), and bulk work pays nothing when no single send waits.
 """
 
 from __future__ import annotations
@@ -66,12 +67,13 @@ class Bundles:
         pipe.hget(keys.job(job_id), "cancelled")
         pipe.get(keys.make_room())
 
-    def reason(self, replies: Sequence[Any]) -> str | None:
-        """`stop_reason` from the replies to `queue_check`; taking a request for room up is one more call."""
+    def reason(self, replies: Sequence[Any], take_room: bool = True) -> str | None:
+        """`stop_reason` from the replies to `queue_check`; taking a request for room up (unless not
+        `take_room`: a single send's bundle keeps its slot) is one more call."""
         paused, cancelled, room = replies
         if paused or cancelled == "1":
             return STOPPED
-        if room and int(room) > 0 and self._take_room(keys=[keys.make_room()]) == 1:
+        if take_room and room and int(room) > 0 and self._take_room(keys=[keys.make_room()]) == 1:
             return MAKING_ROOM
         return None
 

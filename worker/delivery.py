@@ -95,14 +95,17 @@ class Delivery:
         """
         return self.deliver_many(lane, [(job_id, index)], at)[0]
 
-    def deliver_many(self, lane: str, requests: list[tuple[str, int]], at: float = 0.0) -> list[Result]:
+    def deliver_many(
+        self, lane: str, requests: list[tuple[str, int]], at: float = 0.0, check_first: bool = False
+    ) -> list[Result]:
         """Sends handed requests of one lane (job id, index) one after another, each at most once: a bundle
         the scheduler handed out with pacing off, or one paced request with its slot `at`.
 
         All are claimed first, in one step, so none goes back to its lane while those before it are sent;
-        the heartbeat keeps every lease. Before each send after the first, a pause or a cancel of its job, or
-        the leader wanting a slot for a single send (`worker.bundles`), sends the rest back to their lane
-        unsent, as does an exception for the request that raised.
+        the heartbeat keeps every lease. Before each send after the first (and before the first too with
+        `check_first`, as a bundle's task asks), a pause or a cancel of its job, or, for a bulk job, the
+        leader wanting a slot for a single send (`worker.bundles`), sends the rest back to their lane unsent,
+        as does an exception for the request that raised.
         """
         token = uuid.uuid4().hex
         claims = self._lanes.claim_many(lane, requests, token)
@@ -120,7 +123,7 @@ class Delivery:
         for n, (i, lease, attempts) in enumerate(held):
             job_id, index = requests[i]
             try:
-                stop, request = self._read(job_id, index, check=n > 0)  # paused, cancelled, room wanted
+                stop, request = self._read(job_id, index, check=n > 0 or check_first)
             except Exception:
                 self._hand_back([lease for _, lease, _ in held[n:]])  # Redis away: their leases run out
                 raise
@@ -162,7 +165,8 @@ class Delivery:
         if job is not None:
             self._jobs.queue_request(pipe, job, index)
         replies = pipe.execute() if len(pipe) else []
-        stop = self._lanes.bundles.reason(replies[:CHECKS]) if check else None
+        bulk = job is not None and job.bulk  # only bulk work gives its slot up to a single send
+        stop = self._lanes.bundles.reason(replies[:CHECKS], take_room=bulk) if check else None
         request = self._jobs.read_request(job, index, replies[CHECKS if check else 0 :]) if job is not None else None
         return stop, request
 

@@ -24,9 +24,11 @@ def send(job_id: str, index: int, lane: str, at: float = 0.0) -> str:
 @app.task(name=keys.SEND_MANY_TASK)
 def send_many(lane: str, refs: list[str]) -> list[str]:
     """Sends a bundle of one lane's requests (`{job_id}:{index}` refs) the scheduler handed out with pacing
-    off, one after another; each at most once, as `send` does."""
+    off, one after another; each at most once, as `send` does. It checks before its first send too: a bundle
+    that waited in the broker behind a pause, a cancel or a single send gives its requests back unsent."""
     requests = [split_ref(ref) for ref in refs]
-    return [type(result).__name__ for result in resources().delivery.deliver_many(lane, requests)]
+    results = resources().delivery.deliver_many(lane, requests, check_first=True)
+    return [type(result).__name__ for result in results]
 
 
 # Every admin command, as a task an operator or another backend can send through the broker. They run on

@@ -56,6 +56,33 @@ def test_a_bundle_asked_for_room_stops_after_its_current_send_and_only_as_many_b
     assert world.notifier.status(job_id)["state"] == "completed"
 
 
+def test_a_bulk_bundle_that_starts_while_room_is_wanted_gives_its_slot_up_before_sending_and_a_single_keeps_its(
+    world_of: Callable[..., World],
+) -> None:
+    world = world_of(httpx.Response(202), httpx.Response(202), httpx.Response(204))
+    bulk_id = world.notifier.notify_recipients(bulk_body(300))
+    lane, requests = hand_all(world, bulk_id, 3)
+    single_id = world.notifier.notify_user("single@contoso.com", user_body())
+    single_lane = world.hand(single_id)
+    world.lanes.bundles.make_room(1)
+
+    single = world.delivery.deliver_many(single_lane, [(single_id, 0)], check_first=True)
+    assert isinstance(single[0], Sent)  # a single send's bundle never gives its slot up ...
+    assert world.lanes.bundles.room_wanted() == 1  # ... nor takes the room asked for
+
+    queued = world.delivery.deliver_many(lane, requests, check_first=True)
+    assert queued == [Skipped(MAKING_ROOM)] * 3  # a bulk bundle queued behind it frees its slot at once
+    assert len(world.graph.requests) == 1  # nothing of it was sent: Graph saw the single send alone
+    assert world.lanes.bundles.room_wanted() == 0
+    assert all(world.where(bulk_id, index) == {"lane"} for index in range(3))
+
+    assert world.lanes.hand_many(lane, [keys.request_ref(bulk_id, i) for i in range(3)])
+    again = world.delivery.deliver_many(lane, requests, check_first=True)  # no room wanted: it all goes
+    assert all(isinstance(result, Sent) for result in again)
+    users = [r["userId"] for body in world.graph.bodies()[1:] for r in body["recipients"]]
+    assert len(users) == len(set(users)) == 300
+
+
 def test_two_bundles_racing_for_one_slot_of_room_stop_one_of_them(world_of: Callable[..., World]) -> None:
     world = world_of(httpx.Response(202))
     job_id = world.notifier.notify_recipients(bulk_body(100 * 12))
@@ -138,7 +165,7 @@ def test_a_single_send_behind_busy_bundles_gets_room_and_is_handed_out_first(
 class VanishingBundles(Bundles):
     """Redis goes away between a bundle's sends, just as it asks whether to go on."""
 
-    def reason(self, replies: Sequence[Any]) -> str | None:
+    def reason(self, replies: Sequence[Any], take_room: bool = True) -> str | None:
         raise redis.ConnectionError("Error 111 connecting to redis: Connection refused")
 
 
@@ -183,10 +210,10 @@ def test_a_bundles_later_requests_read_their_body_and_whether_to_stop_in_one_rou
 
     monkeypatch.setattr(redis.Redis, "execute_command", counted_command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", counted_execute)
-    results = world.delivery.deliver_many(lane, requests)
+    results = world.delivery.deliver_many(lane, requests, check_first=True)  # as the bundle task calls it
 
     assert all(isinstance(result, Sent) for result in results)
     assert len(sent_users(world)) == len(set(sent_users(world))) == 400
-    # the claim of all four, then each request: its reads (body, and for all but the first whether to
-    # stop) in one pipeline, and its end in one script
+    # the claim of all four, then each request: its reads (body, and whether to stop) in one pipeline,
+    # and its end in one script
     assert trips == ["EVALSHA"] + ["pipeline", "EVALSHA"] * 4
