@@ -53,23 +53,18 @@ class Bundles:
         self._redis = client
         self._take_room = client.register_script(_TAKE_ROOM)
 
-    def stop_reason(self, job_id: str) -> str | None:
-        """Why a bundle should stop before its next request of job `job_id`, if it should: the fleet paused
-        or the job cancelled, or a slot wanted for a single send (which this call then takes on)."""
-        pipe = self._redis.pipeline(transaction=False)
-        self.queue_check(pipe, job_id)
-        return self.reason(pipe.execute())
-
     @staticmethod
     def queue_check(pipe: redis.client.Pipeline, job_id: str) -> None:
-        """Adds the `CHECKS` reads of `stop_reason` to a pipeline (the caller's, for one round trip)."""
+        """Adds to the caller's pipeline the `CHECKS` reads that tell whether a bundle should stop before
+        its next request of job `job_id` (`reason` reads their replies)."""
         pipe.exists(keys.paused())
         pipe.hget(keys.job(job_id), "cancelled")
         pipe.get(keys.make_room())
 
     def reason(self, replies: Sequence[Any], take_room: bool = True) -> str | None:
-        """`stop_reason` from the replies to `queue_check`; taking a request for room up (unless not
-        `take_room`: a single send's bundle keeps its slot) is one more call."""
+        """Why the bundle should stop, from the replies to `queue_check`: the fleet paused or the job
+        cancelled, or a slot wanted for a single send, which this call then takes up (one more call; not
+        when `take_room` is false: a single send's bundle keeps its slot)."""
         paused, cancelled, room = replies
         if paused or cancelled == "1":
             return STOPPED

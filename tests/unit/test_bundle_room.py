@@ -149,7 +149,9 @@ def test_a_single_send_behind_busy_bundles_gets_room_and_is_handed_out_first(
     assert bundles == []  # no slot free: the single send waits in its lane ...
     assert lanes.bundles.room_wanted() == 1  # ... and asks one bundle to give its slot up
 
-    assert lanes.bundles.stop_reason(bulk_id) == MAKING_ROOM  # a bundle takes the request up ...
+    pipe = store.pipeline()
+    lanes.bundles.queue_check(pipe, bulk_id)
+    assert lanes.bundles.reason(pipe.execute()) == MAKING_ROOM  # a bundle takes the request up ...
     for job, index in running[1:BUNDLE_MAX]:
         lanes.defer(bulk_lane, keys.request_ref(job, index), token, 0.0)  # ... and its untried requests go back
     scheduler.step()
